@@ -1,0 +1,44 @@
+"""Reading a checkpoint given on the command line, with errors that say what is wrong with it."""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnist_cnn.errors import CheckpointError
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by `mnist-cnn-train` (safely: tensors and plain values only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for a file it cannot read
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({reason})") from error
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(hparams, dict) or "net" not in hparams or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of mnist-cnn's MNISTClassifier (no state_dict or net config)"
+        )
+    return checkpoint
+
+
+def check_matches(checkpoint: dict[str, Any], module: nn.Module, path: str | Path) -> None:
+    """Raise unless the checkpoint's weights have exactly the names and shapes of `module`'s."""
+    expected = {name: tuple(t.shape) for name, t in module.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
+    if found == expected:
+        return
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    reshaped = sorted(name for name in expected.keys() & found.keys() if expected[name] != found[name])
+    problems = [
+        f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
+        if names
+    ]
+    raise CheckpointError(f"{path} does not fit the configured model ({'; '.join(problems)})")

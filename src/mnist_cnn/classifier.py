@@ -1,0 +1,109 @@
+"""The LightningModule: loss, optimisation and torchmetrics around any MNIST network."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import matplotlib.pyplot as plt
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from mnist_cnn.confusion import confusion_figure
+from mnist_cnn.errors import ConfigError
+
+NUM_CLASSES = 10
+
+
+class MNISTClassifier(L.LightningModule):
+    """Trains the network described by the Hydra config `net` with cross-entropy.
+
+    `net`, `optimizer` and `scheduler` are plain config mappings (`_target_` + arguments), not objects:
+    they are saved as hyperparameters, so a checkpoint rebuilds its own model with
+    `MNISTClassifier.load_from_checkpoint(path)` and loads with torch's safe `weights_only=True`.
+    """
+
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        lr = optimizer.get("lr")
+        if lr is not None and not lr > 0:
+            raise ConfigError(f"optimizer.lr must be > 0, got {lr}")
+        self.save_hyperparameters(logger=False)
+        self.net: nn.Module = instantiate(net)
+        self.criterion = nn.CrossEntropyLoss()
+        self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.test_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.val_acc_best = MaxMetric()
+        self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
+        self.test_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
+        self.test_confusion_counts: torch.Tensor | None = None
+        self.example_input_array = torch.zeros(1, 1, 28, 28)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        logits = self(images)
+        return self.criterion(logits, labels), logits.argmax(dim=1), labels
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, preds, labels = self._step(batch)
+        self.train_acc(preds, labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, preds, labels = self._step(batch)
+        self.val_acc(preds, labels)
+        self.val_confusion.update(preds, labels)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self.val_confusion.compute()  # synced across processes
+        self.val_confusion.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        self._log_confusion_figure("val/confusion_matrix", counts)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, preds, labels = self._step(batch)
+        self.test_acc(preds, labels)
+        self.test_confusion.update(preds, labels)
+        self.log("test/loss", loss, on_epoch=True, sync_dist=True)
+        self.log("test/acc", self.test_acc, on_epoch=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_confusion_counts = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
+        self._log_confusion_figure("test/confusion_matrix", self.test_confusion_counts)
+
+    def _log_confusion_figure(self, tag: str, counts: torch.Tensor) -> None:
+        """Draw on rank 0 only, into every TensorBoard logger; other loggers cannot hold images."""
+        boards = [logger for logger in self.loggers if isinstance(logger, TensorBoardLogger)]
+        if not boards or not self.trainer.is_global_zero:
+            return
+        fig = confusion_figure(counts, title=f"{tag} (epoch {self.current_epoch})")
+        for board in boards:
+            board.experiment.add_figure(tag, fig, global_step=self.current_epoch, close=False)
+        plt.close(fig)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        if not self.hparams.scheduler:
+            return {"optimizer": optimizer}
+        scheduler = instantiate(self.hparams.scheduler, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -1,0 +1,123 @@
+"""MNIST as a LightningDataModule: torchvision's dataset, a seeded train/val split, the chapter's augmentation."""
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms
+from torchvision.datasets import MNIST
+
+from mnist_cnn.errors import ConfigError, DataError
+from mnist_cnn.idx import check_mnist, missing_files
+
+Transform = Callable[[object], object]
+
+
+def _check_non_negative_int(name: str, value: int, minimum: int = 0) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"data.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST from torchvision: train/val split of the 60k training images, test = the official 10k.
+
+    Training images pass through `augmentations` (PIL transforms) then ToTensor and Normalize(0.5, 0.5).
+    Validation and test images are only converted and normalised, unless `augment_eval` is set, which
+    reproduces the chapter's protocol of augmenting the test set too (and makes its accuracy random).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_size: int = 5000,
+        split_seed: int = 42,
+        download: bool = True,
+        augment_eval: bool = False,
+        augmentations: Sequence[Transform] = (),
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_non_negative_int("batch_size", batch_size, minimum=1)
+        if eval_batch_size is not None:
+            _check_non_negative_int("eval_batch_size", eval_batch_size, minimum=1)
+        _check_non_negative_int("num_workers", num_workers)
+        _check_non_negative_int("val_size", val_size)
+        self.save_hyperparameters(ignore=["augmentations"])
+        self.data_dir = Path(data_dir)
+        self.augmentations = list(augmentations)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "MNIST" / "raw"
+
+    def train_transform(self) -> Transform:
+        return transforms.Compose([*self.augmentations, *self._to_normalized_tensor()])
+
+    def eval_transform(self) -> Transform:
+        return self.train_transform() if self.hparams.augment_eval else transforms.Compose(self._to_normalized_tensor())
+
+    @staticmethod
+    def _to_normalized_tensor() -> list[Transform]:
+        return [transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]
+
+    def prepare_data(self) -> None:
+        """Download MNIST if it is missing and allowed to, then validate the four IDX files."""
+        if missing_files(self.raw_dir) and self.hparams.download:
+            for train in (True, False):
+                try:
+                    MNIST(self.data_dir, train=train, download=True)
+                except RuntimeError as error:
+                    first_line = str(error).strip().splitlines()[0]
+                    raise DataError(f"could not download MNIST into {self.raw_dir} ({first_line})") from error
+        check_mnist(self.raw_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", "validate", None) and self.train_set is None:
+            self.train_set, self.val_set = self._split(
+                MNIST(self.data_dir, train=True, transform=self.train_transform()),
+                MNIST(self.data_dir, train=True, transform=self.eval_transform()),
+            )
+        if stage in ("test", "predict", None) and self.test_set is None:
+            self.test_set = MNIST(self.data_dir, train=False, transform=self.eval_transform())
+
+    def _split(self, train_view: MNIST, eval_view: MNIST) -> tuple[Subset, Subset]:
+        """Seeded split; the two views hold the same images with training and evaluation transforms."""
+        val_size = self.hparams.val_size
+        if val_size >= len(train_view):
+            raise ConfigError(
+                f"data.val_size={val_size} leaves no training images: the training set has {len(train_view)}"
+            )
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
+        order = torch.randperm(len(train_view), generator=generator).tolist()
+        return Subset(train_view, order[val_size:]), Subset(eval_view, order[:val_size])
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.hparams.val_size:
+            return []  # no validation split: Lightning skips validation
+        return self._loader(self.val_set, self.hparams.eval_batch_size or self.hparams.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size or self.hparams.batch_size)
+
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool = False) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("MNISTDataModule.setup() must run before its dataloaders are requested")
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            pin_memory=self.hparams.pin_memory,
+        )

@@ -1,0 +1,48 @@
+"""Errors a user can fix, and how the command-line entry points report them."""
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
+
+
+class UserError(Exception):
+    """Bad input (config value, data file, checkpoint): reported as one line, without a traceback."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that is out of range or inconsistent."""
+
+
+class DataError(UserError):
+    """MNIST files that are missing, truncated or corrupt."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint path that does not exist or does not hold this project's model."""
+
+
+def _user_error_in(error: BaseException | None) -> UserError | None:
+    """The `UserError` behind `error`, if any (Hydra's `instantiate` wraps the errors it meets)."""
+    while error is not None and not isinstance(error, UserError):
+        error = error.__cause__
+    return error
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Turn a `UserError` into a one-line message on stderr and exit status 2.
+
+    `SystemExit` is not an `Exception`, so Hydra's own handler does not wrap it in a traceback.
+    """
+    try:
+        yield
+    except Exception as error:
+        user_error = _user_error_in(error)
+        if user_error is None:
+            raise
+        log.error("%s: %s", type(user_error).__name__, user_error)
+        print(f"error: {user_error}", file=sys.stderr)
+        raise SystemExit(2) from None

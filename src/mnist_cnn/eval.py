@@ -1,0 +1,41 @@
+"""`mnist-cnn-eval ckpt_path=...`: test a trained checkpoint without training, write the run's results."""
+
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from mnist_cnn.checkpoint import check_matches, read_checkpoint
+from mnist_cnn.classifier import MNISTClassifier
+from mnist_cnn.errors import ConfigError, exit_on_user_error
+from mnist_cnn.runner import CONFIG_DIR, build_trainer, write_results
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Rebuild the model from the checkpoint's own config, test it, export; return the metrics."""
+    if not cfg.ckpt_path:
+        raise ConfigError("mnist-cnn-eval needs ckpt_path=<a .ckpt file written by mnist-cnn-train>")
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    module = MNISTClassifier(**checkpoint["hyper_parameters"])
+    check_matches(checkpoint, module, cfg.ckpt_path)
+    module.load_state_dict(checkpoint["state_dict"])
+
+    trainer = build_trainer(cfg)
+    (test_metrics,) = trainer.test(module, datamodule=datamodule)
+    results = {"test_acc": test_metrics["test/acc"], "test_loss": test_metrics["test/loss"]}
+    return write_results(cfg, trainer, module, {**results, "checkpoint": str(cfg.ckpt_path)})
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> float:
+    with exit_on_user_error():
+        return evaluate(cfg)["test_acc"]
+
+
+if __name__ == "__main__":
+    main()

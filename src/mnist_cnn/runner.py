@@ -1,0 +1,84 @@
+"""What training and evaluation share: a Trainer built from config, and a run's result files."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_cnn.classifier import MNISTClassifier
+from mnist_cnn.cnn import count_parameters
+from mnist_cnn.confusion import save_confusion_matrix
+from mnist_cnn.files import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def to_dict(node: Any) -> Any:
+    """A resolved plain-Python copy of a config node (None stays None)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+
+def _hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The config values worth comparing runs by, for TensorBoard's HPARAMS tab."""
+    keys = ("model", "optimizer", "scheduler", "data", "seed")
+    params = {key: to_dict(cfg.get(key)) for key in keys}
+    params["trainer"] = {"max_epochs": cfg.trainer.get("max_epochs"), "accelerator": cfg.trainer.get("accelerator")}
+    return params
+
+
+def log_final_metrics(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Record the run's hyperparameters together with its final metrics in every logger."""
+    hp_metrics = {f"hp/{name}": value for name, value in metrics.items() if value is not None}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(_hparams(cfg), metrics=hp_metrics)
+        else:
+            logger.log_hyperparams(_hparams(cfg))
+            logger.log_metrics(hp_metrics)
+        logger.finalize("success")
+
+
+def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, results: dict[str, Any]) -> dict:
+    """Export the weights, save the test confusion matrix, log and write `metrics.json`; return the metrics."""
+    if not trainer.is_global_zero:
+        return results
+    output_dir = Path(cfg.paths.output_dir)
+    weights_path = Path(cfg.export_path)
+    with atomic_path(weights_path) as tmp:
+        torch.save(module.net.state_dict(), tmp)
+    if module.test_confusion_counts is not None:
+        save_confusion_matrix(module.test_confusion_counts, output_dir)
+    metrics = {
+        **results,
+        "parameters": count_parameters(module.net),
+        "augment_eval": bool(cfg.data.augment_eval),
+        "seed": cfg.seed,
+        "weights": str(weights_path),
+    }
+    log_final_metrics(trainer, cfg, {k: results.get(k) for k in ("test_acc", "test_loss", "val_acc_best")})
+    write_json(output_dir / "metrics.json", metrics)
+    summary = " ".join(f"{key}={_format(value)}" for key, value in metrics.items())
+    log.info("summary: %s", summary)
+    print(f"mnist-cnn: {summary} run_dir={output_dir}")
+    return metrics
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)

@@ -1,0 +1,76 @@
+"""`mnist-cnn-train`: fit the configured model, test its best checkpoint, write the run's results."""
+
+import logging
+import time
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from mnist_cnn.checkpoint import check_matches, read_checkpoint
+from mnist_cnn.classifier import MNISTClassifier
+from mnist_cnn.errors import ConfigError, exit_on_user_error
+from mnist_cnn.runner import CONFIG_DIR, build_trainer, to_dict, write_results
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig) -> MNISTClassifier:
+    """The LightningModule, with its optimizer and scheduler tried once so bad values fail now, not mid-fit."""
+    module = MNISTClassifier(net=to_dict(cfg.model), optimizer=to_dict(cfg.optimizer), scheduler=to_dict(cfg.scheduler))
+    try:
+        module.configure_optimizers()
+    except (ValueError, TypeError, InstantiationException) as error:
+        raise ConfigError(f"optimizer/scheduler config rejected: {' '.join(str(error).split())}") from error
+    return module
+
+
+def check_epochs(max_epochs: Any) -> None:
+    if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 0:
+        raise ConfigError(f"trainer.max_epochs must be an integer >= 0, got {max_epochs!r}")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Validate everything, fit, test the best checkpoint, export; return the final metrics."""
+    check_epochs(cfg.trainer.get("max_epochs"))
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg)
+    if cfg.ckpt_path:
+        check_matches(read_checkpoint(cfg.ckpt_path), module, cfg.ckpt_path)
+
+    trainer = build_trainer(cfg)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    train_seconds = time.perf_counter() - start
+    val_acc_best = trainer.callback_metrics.get("val/acc_best")  # test() replaces callback_metrics
+    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
+    return write_results(
+        cfg,
+        trainer,
+        module,
+        {
+            "test_acc": test_metrics["test/acc"],
+            "test_loss": test_metrics["test/loss"],
+            "val_acc_best": float(val_acc_best) if val_acc_best is not None else None,
+            "epochs": trainer.current_epoch,
+            "train_seconds": round(train_seconds, 2),
+            "checkpoint": best_path or None,
+        },
+    )
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    with exit_on_user_error():
+        return train(cfg)["test_acc"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Shared fixtures: small MNIST-format IDX files written by the tests, and a runner for the CLI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_cnn.idx import write_split
+
+TRAIN_SIZE, TEST_SIZE, VAL_SIZE = 240, 80, 40
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Small, fast runs: CPU, one epoch of a few batches, no download, no progress bar.
+FAST = [
+    "data.download=false",
+    f"data.val_size={VAL_SIZE}",
+    "data.batch_size=16",
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "trainer.log_every_n_steps=1",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+def write_mnist(root: Path, train_size: int = TRAIN_SIZE, test_size: int = TEST_SIZE, seed: int = 0) -> Path:
+    """Write random 28x28 images with labels 0..9 in turn as `<root>/MNIST/raw/*-ubyte`; return root."""
+    rng = np.random.default_rng(seed)
+    for split, size in (("train", train_size), ("test", test_size)):
+        images = rng.integers(0, 256, size=(size, 28, 28), dtype=np.uint8)
+        labels = (np.arange(size) % 10).astype(np.uint8)
+        write_split(root / "MNIST" / "raw", split, images, labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+def run_cli(command: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `python -m mnist_cnn.<command> overrides...` in `cwd`, as a user would from a shell."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", f"mnist_cnn.{command}", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def single_run_dir(cwd: Path) -> Path:
+    """The one run folder Hydra made under `<cwd>/outputs/<date>/<time>/`."""
+    runs = [path for path in (cwd / "outputs").glob("*/*") if path.parent.name != "multirun"]
+    assert len(runs) == 1, runs
+    return runs[0]

@@ -1,0 +1,121 @@
+"""Every option of every config group composes, and instantiates the class it names."""
+
+import re
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from mnist_cnn.datamodule import MNISTDataModule
+from mnist_cnn.runner import CONFIG_DIR, build_trainer
+
+GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths", "hydra", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def compose_train(tmp_path: Path, *overrides: str, config: str = "train") -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config, overrides=[f"paths.output_dir={tmp_path}", *overrides])
+
+
+def test_the_required_options_exist() -> None:
+    assert {"adam", "sgd", "adamw"} <= set(options("optimizer"))
+    assert {"default", "cpu", "gpu"} <= set(options("trainer"))
+    assert {"tensorboard", "csv"} <= set(options("logger"))
+    assert "none" in options("scheduler") and len(options("scheduler")) >= 2
+    assert "chapter" in options("experiment")
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes(tmp_path: Path, group: str, option: str) -> None:
+    cfg = compose_train(tmp_path, f"{group}={option}")
+    assert cfg.data.batch_size > 0 and cfg.trainer.max_epochs >= 0
+
+
+def test_default_config_is_the_chapters_setup(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path)
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule, MNISTDataModule)
+    assert (datamodule.hparams.batch_size, datamodule.hparams.val_size, datamodule.hparams.download) == (64, 5000, True)
+    assert [type(t).__name__ for t in datamodule.train_transform().transforms] == [
+        "RandomHorizontalFlip",
+        "RandomRotation",
+        "ToTensor",
+        "Normalize",
+    ]
+    assert [type(t).__name__ for t in datamodule.eval_transform().transforms] == ["ToTensor", "Normalize"]
+    assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.trainer.max_epochs) == ("torch.optim.Adam", 1e-3, 5)
+    assert (cfg.trainer.accelerator, cfg.trainer.devices) == ("auto", "auto")
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_model_options_instantiate_a_network(tmp_path: Path, option: str) -> None:
+    net = instantiate(compose_train(tmp_path, f"model={option}").model)
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("option", options("optimizer"))
+def test_optimizer_options_instantiate_with_parameters(tmp_path: Path, option: str) -> None:
+    cfg = compose_train(tmp_path, f"optimizer={option}")
+    optimizer = instantiate(cfg.optimizer, params=torch.nn.Linear(2, 2).parameters())
+    assert isinstance(optimizer, torch.optim.Optimizer) and optimizer.defaults["lr"] == cfg.optimizer.lr
+
+
+@pytest.mark.parametrize("option", options("scheduler"))
+def test_scheduler_options_instantiate_or_are_empty(tmp_path: Path, option: str) -> None:
+    cfg = compose_train(tmp_path, f"scheduler={option}")
+    if option == "none":
+        assert not cfg.scheduler
+        return
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    assert isinstance(instantiate(cfg.scheduler, optimizer=optimizer), torch.optim.lr_scheduler.LRScheduler)
+
+
+@pytest.mark.parametrize(
+    ("trainer", "callbacks", "logger"),
+    [("default", "default", "tensorboard"), ("cpu", "none", "csv"), ("gpu", "default", "tensorboard")],
+)
+def test_trainer_callbacks_and_loggers_instantiate(tmp_path: Path, trainer: str, callbacks: str, logger: str) -> None:
+    overrides = [f"trainer={trainer}", f"callbacks={callbacks}", f"logger={logger}"]
+    cfg = compose_train(tmp_path, *overrides)
+    if trainer == "gpu" and not torch.cuda.is_available():  # Lightning refuses to build it without a GPU
+        assert (cfg.trainer.accelerator, cfg.trainer.devices) == ("gpu", 1)
+        return
+    built = build_trainer(cfg)
+    assert isinstance(built, L.Trainer) and built.max_epochs == 5
+    assert [type(lg).__name__ for lg in built.loggers] == [
+        {"tensorboard": "TensorBoardLogger", "csv": "CSVLogger"}[logger]
+    ]
+    names = {type(cb).__name__ for cb in built.callbacks}
+    if callbacks == "default":
+        assert {"ModelCheckpoint", "LearningRateMonitor", "ExactModelSummary", "TQDMProgressBar"} <= names
+
+
+def test_hydra_run_and_sweep_folders(tmp_path: Path) -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    assert re.fullmatch(r"outputs/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", cfg.hydra.run.dir)
+    assert re.fullmatch(r"outputs/multirun/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", cfg.hydra.sweep.dir)
+    assert cfg.hydra.job.chdir is False
+
+
+def test_chapter_experiment_trains_on_everything_and_augments_the_test_set(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "experiment=chapter")
+    assert (cfg.data.val_size, cfg.data.augment_eval) == (0, True)
+    assert cfg.callbacks.model_checkpoint.monitor is None
+    assert (cfg.optimizer.lr, cfg.data.batch_size, cfg.trainer.max_epochs) == (1e-3, 64, 5)
+
+
+def test_eval_config_composes_and_needs_only_a_checkpoint(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "ckpt_path=some.ckpt", config="eval")
+    assert cfg.ckpt_path == "some.ckpt" and "model" not in cfg and "optimizer" not in cfg

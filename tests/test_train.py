@@ -1,0 +1,130 @@
+"""The train and eval entry points end to end: Hydra, a few batches, the files a run leaves."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, TEST_SIZE, run_cli, single_run_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_model import ChapterCNN
+
+from mnist_cnn.datamodule import MNISTDataModule
+
+
+def read_events(log_dir: Path) -> EventAccumulator:
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Path:
+    """One small training run with the default config, in its own working folder; returns the run folder."""
+    cwd = tmp_path_factory.mktemp("train")
+    result = run_cli("train", *FAST, f"paths.data_dir={mnist_root}", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return single_run_dir(cwd)
+
+
+def metrics_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_run_writes_checkpoints_metrics_and_weights(trained: Path) -> None:
+    metrics = metrics_of(trained)
+    assert metrics["parameters"] == 17_066 and metrics["epochs"] == 1
+    assert 0.0 <= metrics["test_acc"] <= 1.0 and metrics["test_loss"] > 0 and metrics["train_seconds"] > 0
+    assert 0.0 <= metrics["val_acc_best"] <= 1.0 and metrics["augment_eval"] is False
+    checkpoint = Path(metrics["checkpoint"])
+    assert checkpoint.is_file() and checkpoint.parent == trained / "checkpoints"
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
+    assert (trained / "test_confusion_matrix.png").stat().st_size > 1000
+    assert not list(trained.rglob("*.tmp"))
+
+
+def test_exported_weights_load_into_the_chapters_class(trained: Path) -> None:
+    chapter = ChapterCNN()
+    chapter.load_state_dict(torch.load(trained / "mnist_classifier.pth", weights_only=True))
+
+
+def test_confusion_csv_equals_a_direct_count_with_the_exported_weights(trained: Path, mnist_root: Path) -> None:
+    with (trained / "test_confusion_matrix.csv").open() as file:
+        header, *rows = list(csv.reader(file))
+    assert header[1:] == [str(i) for i in range(10)]
+    counts = torch.tensor([[int(v) for v in row[1:]] for row in rows])
+
+    net = ChapterCNN().eval()
+    net.load_state_dict(torch.load(trained / "mnist_classifier.pth", weights_only=True))
+    dm = MNISTDataModule(data_dir=mnist_root, download=False)
+    dm.setup("test")
+    images, labels = zip(*[dm.test_set[i] for i in range(len(dm.test_set))], strict=True)
+    with torch.no_grad():
+        preds = net(torch.stack(images)).argmax(dim=1)
+    direct = torch.zeros(10, 10, dtype=torch.long)
+    for true, pred in zip(labels, preds.tolist(), strict=True):
+        direct[true, pred] += 1
+    assert counts.sum() == TEST_SIZE
+    assert torch.equal(counts, direct)
+    assert metrics_of(trained)["test_acc"] == pytest.approx(direct.trace().item() / TEST_SIZE, abs=1e-6)
+
+
+def test_tensorboard_holds_curves_confusion_images_and_hparams(trained: Path) -> None:
+    events = read_events(trained / "tensorboard")
+    tags = events.Tags()
+    assert {"train/loss_epoch", "train/acc", "val/acc", "val/loss", "test/acc", "test/loss"} <= set(tags["scalars"])
+    assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(tags["images"])
+    assert all(image.width > 100 for image in events.Images("test/confusion_matrix"))
+    assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics_of(trained)["test_acc"], abs=1e-6)
+    assert events.Scalars("hp/test_acc")[-1].value == pytest.approx(metrics_of(trained)["test_acc"], abs=1e-6)
+    hparams = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in hparams
+    assert b"optimizer/lr" in hparams["_hparams_/session_start_info"]
+
+
+def test_eval_of_the_best_checkpoint_reproduces_the_test_metrics(
+    trained: Path, mnist_root: Path, tmp_path: Path
+) -> None:
+    checkpoint = metrics_of(trained)["checkpoint"]
+    result = run_cli("eval", f"ckpt_path={checkpoint}", f"paths.data_dir={mnist_root}", *FAST[:1], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mnist-cnn: test_acc=" in result.stdout
+    run_dir = single_run_dir(tmp_path)
+    evaluated = metrics_of(run_dir)
+    assert evaluated["test_acc"] == pytest.approx(metrics_of(trained)["test_acc"], abs=1e-6)
+    assert evaluated["checkpoint"] == checkpoint
+    assert (run_dir / "test_confusion_matrix.csv").read_text() == (trained / "test_confusion_matrix.csv").read_text()
+    assert "test/confusion_matrix" in read_events(run_dir / "tensorboard").Tags()["images"]
+
+
+def test_resume_from_last_checkpoint_continues_the_epoch_count(trained: Path, mnist_root: Path, tmp_path: Path) -> None:
+    last = trained / "checkpoints" / "last.ckpt"
+    overrides = [*FAST, f"paths.data_dir={mnist_root}", f"ckpt_path={last}", "trainer.max_epochs=2"]
+    result = run_cli("train", *overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Restoring states from the checkpoint path" in result.stdout + result.stderr
+    assert metrics_of(single_run_dir(tmp_path))["epochs"] == 2
+
+
+def test_multirun_gives_every_run_its_own_folder_and_tensorboard(mnist_root: Path, tmp_path: Path) -> None:
+    result = run_cli("train", "-m", *FAST, f"paths.data_dir={mnist_root}", "optimizer.lr=1e-3,3e-3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    runs = sorted(path for path in sweep.iterdir() if path.is_dir())
+    assert [run.name for run in runs] == ["0", "1"]
+    learning_rates = []
+    for run in runs:
+        assert metrics_of(run)["parameters"] == 17_066
+        assert "test/acc" in read_events(run / "tensorboard").Tags()["scalars"]
+        learning_rates.append((run / ".hydra" / "overrides.yaml").read_text().count("optimizer.lr=0.003"))
+    assert learning_rates == [0, 1]
+
+
+def test_chapter_experiment_runs_without_a_validation_split(mnist_root: Path, tmp_path: Path) -> None:
+    fast = [override for override in FAST if not override.startswith("data.val_size=")]
+    result = run_cli("train", *fast, f"paths.data_dir={mnist_root}", "experiment=chapter", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = metrics_of(single_run_dir(tmp_path))
+    assert metrics["augment_eval"] is True and metrics["val_acc_best"] is None
+    assert Path(metrics["checkpoint"]).name == "epoch_000.ckpt"
