@@ -9,6 +9,7 @@ from conftest import FAST, TRAIN_SIZE, run_cli
 
 from mnist_cnn.idx import raw_files
 
+FIT_STARTED = "Trainable parameters (exact)"  # logged by the model summary when fit starts
 RESULT_FILES = ("checkpoints", "tensorboard", "metrics.json", "mnist_classifier.pth", "test_confusion_matrix.csv")
 
 
@@ -17,16 +18,18 @@ def assert_refused(cwd: Path, command: str, *overrides: str, message: str) -> No
     assert result.returncode == 2, result.stderr[-3000:]
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1 and message in error_lines[0], result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and "Epoch 0" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and FIT_STARTED not in result.stdout + result.stderr
     for run_dir in (cwd / "outputs").glob("*/*"):
         assert not [name for name in RESULT_FILES if (run_dir / name).exists()]
+        assert all(FIT_STARTED not in log.read_text() for log in run_dir.glob("*.log"))
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("optimizer.lr=0", "optimizer.lr must be > 0, got 0"),
-        ("optimizer.lr=-1e-3", "optimizer.lr must be > 0, got -0.001"),
+        ("optimizer.lr=0", "optimizer.lr must be a number > 0, got 0"),
+        ("optimizer.lr=-1e-3", "optimizer.lr must be a number > 0, got -0.001"),
+        ("optimizer.lr=abc", "optimizer.lr must be a number > 0, got 'abc'"),
         ("data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
         ("trainer.max_epochs=-1", "trainer.max_epochs must be an integer >= 0, got -1"),
         (f"data.val_size={TRAIN_SIZE}", f"data.val_size={TRAIN_SIZE} leaves no training images"),

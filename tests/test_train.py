@@ -40,6 +40,7 @@ def test_run_writes_checkpoints_metrics_and_weights(trained: Path) -> None:
     checkpoint = Path(metrics["checkpoint"])
     assert checkpoint.is_file() and checkpoint.parent == trained / "checkpoints"
     assert (trained / "checkpoints" / "last.ckpt").is_file()
+    assert "Trainable parameters (exact): 17,066" in (trained / "train.log").read_text()
     assert (trained / "test_confusion_matrix.png").stat().st_size > 1000
     assert not list(trained.rglob("*.tmp"))
 
@@ -95,7 +96,10 @@ def test_eval_of_the_best_checkpoint_reproduces_the_test_metrics(
     assert evaluated["test_acc"] == pytest.approx(metrics_of(trained)["test_acc"], abs=1e-6)
     assert evaluated["checkpoint"] == checkpoint
     assert (run_dir / "test_confusion_matrix.csv").read_text() == (trained / "test_confusion_matrix.csv").read_text()
-    assert "test/confusion_matrix" in read_events(run_dir / "tensorboard").Tags()["images"]
+    events = read_events(run_dir / "tensorboard")
+    assert "test/confusion_matrix" in events.Tags()["images"]
+    session = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    assert b"optimizer/lr" in session and b"ConvolutionalMNISTClassifier" in session  # the checkpoint's config
 
 
 def test_resume_from_last_checkpoint_continues_the_epoch_count(trained: Path, mnist_root: Path, tmp_path: Path) -> None:
@@ -104,7 +108,31 @@ def test_resume_from_last_checkpoint_continues_the_epoch_count(trained: Path, mn
     result = run_cli("train", *overrides, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Restoring states from the checkpoint path" in result.stdout + result.stderr
-    assert metrics_of(single_run_dir(tmp_path))["epochs"] == 2
+    resumed = metrics_of(single_run_dir(tmp_path))
+    assert resumed["epochs"] == 2
+    assert resumed["val_acc_best"] >= metrics_of(trained)["val_acc_best"]  # the best so far survives the resume
+
+
+def test_resume_refuses_a_changed_optimizer(trained: Path, mnist_root: Path, tmp_path: Path) -> None:
+    last = trained / "checkpoints" / "last.ckpt"
+    overrides = [*FAST, f"paths.data_dir={mnist_root}", f"ckpt_path={last}", "optimizer.lr=0.01"]
+    result = run_cli("train", *overrides, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "resuming restores the saved optimizer state" in result.stderr
+    assert not (single_run_dir(tmp_path) / "checkpoints").exists()
+
+
+def test_csv_logger_and_a_scheduler(mnist_root: Path, tmp_path: Path) -> None:
+    overrides = [*FAST, f"paths.data_dir={mnist_root}", "logger=csv", "scheduler=cosine", "trainer.max_epochs=2"]
+    result = run_cli("train", *overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = single_run_dir(tmp_path)
+    with (run_dir / "csv" / "metrics.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    learning_rates = [float(row["lr-Adam"]) for row in rows if row.get("lr-Adam")]
+    assert learning_rates[0] == pytest.approx(1e-3) and learning_rates[-1] < learning_rates[0]  # cosine decay
+    assert any(row.get("hp/test_acc") for row in rows)
+    assert not (run_dir / "tensorboard").exists()
 
 
 def test_multirun_gives_every_run_its_own_folder_and_tensorboard(mnist_root: Path, tmp_path: Path) -> None:

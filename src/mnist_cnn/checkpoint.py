@@ -42,3 +42,18 @@ def check_matches(checkpoint: dict[str, Any], module: nn.Module, path: str | Pat
         if names
     ]
     raise CheckpointError(f"{path} does not fit the configured model ({'; '.join(problems)})")
+
+
+def check_resumable(checkpoint: dict[str, Any], hparams: dict[str, Any], path: str | Path) -> None:
+    """Raise unless the config's optimizer and scheduler are the checkpoint's.
+
+    Resuming restores the optimizer and scheduler state saved in the checkpoint (learning rate, cosine
+    T_max, ...), which would silently win over a changed config.
+    """
+    for key in ("optimizer", "scheduler"):
+        saved, wanted = checkpoint["hyper_parameters"].get(key) or None, hparams.get(key) or None
+        if saved != wanted:
+            raise CheckpointError(
+                f"{path} was trained with {key} {saved}, the config asks for {wanted}; resuming restores the "
+                f"saved {key} state, so resume with the same {key} settings"
+            )

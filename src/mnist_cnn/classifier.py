@@ -4,7 +4,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
-import matplotlib.pyplot as plt
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -34,8 +33,8 @@ class MNISTClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         lr = optimizer.get("lr")
-        if lr is not None and not lr > 0:
-            raise ConfigError(f"optimizer.lr must be > 0, got {lr}")
+        if lr is not None and not (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0):
+            raise ConfigError(f"optimizer.lr must be a number > 0, got {lr!r}")
         self.save_hyperparameters(logger=False)
         self.net: nn.Module = instantiate(net)
         self.criterion = nn.CrossEntropyLoss()
@@ -43,6 +42,7 @@ class MNISTClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers the best so far
         self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
         self.test_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
         self.test_confusion_counts: torch.Tensor | None = None
@@ -99,7 +99,6 @@ class MNISTClassifier(L.LightningModule):
         fig = confusion_figure(counts, title=f"{tag} (epoch {self.current_epoch})")
         for board in boards:
             board.experiment.add_figure(tag, fig, global_step=self.current_epoch, close=False)
-        plt.close(fig)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())

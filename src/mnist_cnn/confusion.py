@@ -3,11 +3,6 @@
 import csv
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # figures go to files and TensorBoard, never to a window
-
-import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 from torchmetrics.utilities.plot import plot_confusion_matrix
@@ -16,8 +11,12 @@ from mnist_cnn.files import atomic_path
 
 
 def confusion_figure(matrix: torch.Tensor, title: str = "") -> Figure:
-    """Draw a square count matrix (rows: true class, columns: predicted class)."""
-    fig, ax = plt.subplots(figsize=(8, 8))
+    """Draw a square count matrix (rows: true class, columns: predicted class).
+
+    A bare `Figure`, not pyplot: no GUI backend is needed, and nothing is left open in pyplot's registry.
+    """
+    fig = Figure(figsize=(8, 8))
+    ax = fig.subplots()
     labels = [str(i) for i in range(matrix.shape[0])]
     plot_confusion_matrix(matrix.long().cpu(), ax=ax, add_text=True, labels=labels, cmap="Blues")
     ax.set_title(title)
@@ -35,5 +34,4 @@ def save_confusion_matrix(matrix: torch.Tensor, directory: Path, stem: str = "te
     fig = confusion_figure(matrix, title=stem.replace("_", " "))
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return [csv_path, png_path]

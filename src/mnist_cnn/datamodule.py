@@ -47,7 +47,7 @@ class MNISTDataModule(L.LightningDataModule):
             _check_non_negative_int("eval_batch_size", eval_batch_size, minimum=1)
         _check_non_negative_int("num_workers", num_workers)
         _check_non_negative_int("val_size", val_size)
-        self.save_hyperparameters(ignore=["augmentations"])
+        self.save_hyperparameters(ignore=["augmentations"], logger=False)
         self.data_dir = Path(data_dir)
         self.augmentations = list(augmentations)
         self.train_set: Dataset | None = None
@@ -71,12 +71,11 @@ class MNISTDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Download MNIST if it is missing and allowed to, then validate the four IDX files."""
         if missing_files(self.raw_dir) and self.hparams.download:
-            for train in (True, False):
-                try:
-                    MNIST(self.data_dir, train=train, download=True)
-                except RuntimeError as error:
-                    first_line = str(error).strip().splitlines()[0]
-                    raise DataError(f"could not download MNIST into {self.raw_dir} ({first_line})") from error
+            try:  # fetches all four files; train=False then loads only the small test split
+                MNIST(self.data_dir, train=False, download=True)
+            except RuntimeError as error:
+                first_line = str(error).strip().splitlines()[0]
+                raise DataError(f"could not download MNIST into {self.raw_dir} ({first_line})") from error
         check_mnist(self.raw_dir)
 
     def setup(self, stage: str | None = None) -> None:

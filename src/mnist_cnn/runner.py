@@ -31,22 +31,32 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
 
-def _hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The config values worth comparing runs by, for TensorBoard's HPARAMS tab."""
-    keys = ("model", "optimizer", "scheduler", "data", "seed")
-    params = {key: to_dict(cfg.get(key)) for key in keys}
-    params["trainer"] = {"max_epochs": cfg.trainer.get("max_epochs"), "accelerator": cfg.trainer.get("accelerator")}
-    return params
+def _hparams(cfg: DictConfig, module: MNISTClassifier) -> dict[str, Any]:
+    """The settings worth comparing runs by, for TensorBoard's HPARAMS tab.
+
+    Model, optimizer and scheduler come from the module, which for eval holds the checkpoint's own.
+    """
+    return {
+        "model": module.hparams.net,
+        "optimizer": module.hparams.optimizer,
+        "scheduler": module.hparams.scheduler,
+        "data": to_dict(cfg.data),
+        "seed": cfg.seed,
+        "trainer": {"max_epochs": cfg.trainer.get("max_epochs"), "accelerator": cfg.trainer.get("accelerator")},
+    }
 
 
-def log_final_metrics(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Record the run's hyperparameters together with its final metrics in every logger."""
+def log_final_metrics(trainer: L.Trainer, params: dict[str, Any], metrics: dict[str, float | None]) -> None:
+    """Record the run's hyperparameters together with its final metrics in every logger.
+
+    Lightning has closed its loggers after `test`; writing reopens them, so close them again.
+    """
     hp_metrics = {f"hp/{name}": value for name, value in metrics.items() if value is not None}
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(_hparams(cfg), metrics=hp_metrics)
+            logger.log_hyperparams(params, metrics=hp_metrics)
         else:
-            logger.log_hyperparams(_hparams(cfg))
+            logger.log_hyperparams(params)
             logger.log_metrics(hp_metrics)
         logger.finalize("success")
 
@@ -68,7 +78,8 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
         "seed": cfg.seed,
         "weights": str(weights_path),
     }
-    log_final_metrics(trainer, cfg, {k: results.get(k) for k in ("test_acc", "test_loss", "val_acc_best")})
+    final = {key: results.get(key) for key in ("test_acc", "test_loss", "val_acc_best")}
+    log_final_metrics(trainer, _hparams(cfg, module), final)
     write_json(output_dir / "metrics.json", metrics)
     summary = " ".join(f"{key}={_format(value)}" for key, value in metrics.items())
     log.info("summary: %s", summary)

@@ -10,7 +10,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mnist_cnn.checkpoint import check_matches, read_checkpoint
+from mnist_cnn.checkpoint import check_matches, check_resumable, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError, exit_on_user_error
 from mnist_cnn.runner import CONFIG_DIR, build_trainer, to_dict, write_results
@@ -42,7 +42,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
     module = build_module(cfg)
     if cfg.ckpt_path:
-        check_matches(read_checkpoint(cfg.ckpt_path), module, cfg.ckpt_path)
+        checkpoint = read_checkpoint(cfg.ckpt_path)
+        check_matches(checkpoint, module, cfg.ckpt_path)
+        check_resumable(checkpoint, module.hparams, cfg.ckpt_path)
 
     trainer = build_trainer(cfg)
     start = time.perf_counter()
