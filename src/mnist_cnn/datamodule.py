@@ -10,7 +10,7 @@ from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from mnist_cnn.errors import ConfigError, DataError
-from mnist_cnn.idx import check_mnist, missing_files
+from mnist_cnn.idx import LOCAL_COPY_HINT, check_mnist, missing_files
 
 Transform = Callable[[object], object]
 
@@ -74,8 +74,11 @@ class MNISTDataModule(L.LightningDataModule):
             try:  # fetches all four files; train=False then loads only the small test split
                 MNIST(self.data_dir, train=False, download=True)
             except RuntimeError as error:
-                first_line = str(error).strip().splitlines()[0]
-                raise DataError(f"could not download MNIST into {self.raw_dir} ({first_line})") from error
+                lines = str(error).strip().splitlines()  # torchvision: what failed first, the cause last
+                reason = " ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else type(error).__name__
+                raise DataError(
+                    f"could not download MNIST into {self.raw_dir} ({reason}); {LOCAL_COPY_HINT}"
+                ) from error
         check_mnist(self.raw_dir)
 
     def setup(self, stage: str | None = None) -> None:

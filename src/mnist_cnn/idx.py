@@ -15,10 +15,7 @@ LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 SPLIT_PREFIXES = {"train": "train", "test": "t10k"}
-SOURCE_HINT = (
-    "download them with data.download=true, or point paths.data_dir at a folder holding "
-    "MNIST/raw/ with the four uncompressed IDX files from the MNIST database"
-)
+LOCAL_COPY_HINT = "point paths.data_dir at a folder holding MNIST/raw/ with the four uncompressed IDX files"
 
 
 def raw_files(raw_dir: Path) -> dict[str, tuple[Path, Path]]:
@@ -69,7 +66,7 @@ def check_mnist(raw_dir: Path) -> dict[str, int]:
     missing = missing_files(raw_dir)
     if missing:
         names = ", ".join(path.name for path in missing)
-        raise DataError(f"MNIST not found: {raw_dir} lacks {names}; {SOURCE_HINT}")
+        raise DataError(f"MNIST not found: {raw_dir} lacks {names}; set data.download=true, or {LOCAL_COPY_HINT}")
     return {split: check_split(*paths) for split, paths in raw_files(raw_dir).items()}
 
 
