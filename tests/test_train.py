@@ -148,6 +148,14 @@ def test_multirun_gives_every_run_its_own_folder_and_tensorboard(mnist_root: Pat
         learning_rates.append((run / ".hydra" / "overrides.yaml").read_text().count("optimizer.lr=0.003"))
     assert learning_rates == [0, 1]
 
+    summary = run_cli("sweep_summary", str(sweep), cwd=tmp_path)
+    assert summary.returncode == 0, summary.stderr
+    with (sweep / "runs.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    assert [float(row["test_acc"]) for row in rows] == [pytest.approx(metrics_of(run)["test_acc"]) for run in runs]
+    assert "optimizer.lr=0.003" in rows[1]["overrides"] and (sweep / "settings.md").read_text() in summary.stdout
+
 
 def test_chapter_experiment_runs_without_a_validation_split(mnist_root: Path, tmp_path: Path) -> None:
     fast = [override for override in FAST if not override.startswith("data.val_size=")]
