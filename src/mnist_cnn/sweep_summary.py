@@ -38,11 +38,13 @@ def read_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def group_by_setting(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs that differ only in `seed=` form one setting."""
+    """Runs that differ only in `seed=` form one setting, named by the overrides not shared by every run."""
+    shared = set.intersection(*(set(run["overrides"].split()) for run in runs))
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         if run["status"] == "ok":
-            setting = " ".join(part for part in run["overrides"].split() if not part.startswith("seed="))
+            parts = run["overrides"].split()
+            setting = " ".join(part for part in parts if part not in shared and not part.startswith("seed="))
             groups[setting].append(run)
     return [_describe(setting, members) for setting, members in groups.items()]
 
