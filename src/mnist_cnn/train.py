@@ -1,6 +1,5 @@
 """`mnist-cnn-train`: fit the configured model, test its best checkpoint, write the run's results."""
 
-import logging
 import time
 from typing import Any
 
@@ -14,8 +13,6 @@ from mnist_cnn.checkpoint import check_matches, check_resumable, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError, exit_on_user_error
 from mnist_cnn.runner import CONFIG_DIR, build_trainer, to_dict, write_results
-
-log = logging.getLogger(__name__)
 
 
 def build_module(cfg: DictConfig) -> MNISTClassifier:
