@@ -13,8 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from mnist_cnn.confusion import confusion_figure
 from mnist_cnn.errors import ConfigError
-
-NUM_CLASSES = 10
+from mnist_cnn.idx import IMAGE_SIZE, NUM_CLASSES
 
 
 class MNISTClassifier(L.LightningModule):
@@ -46,7 +45,7 @@ class MNISTClassifier(L.LightningModule):
         self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
         self.test_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
         self.test_confusion_counts: torch.Tensor | None = None
-        self.example_input_array = torch.zeros(1, 1, 28, 28)
+        self.example_input_array = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)

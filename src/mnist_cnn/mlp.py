@@ -7,9 +7,7 @@ import torch
 from torch import nn
 
 from mnist_cnn.errors import ConfigError
-
-IMAGE_PIXELS = 28 * 28
-NUM_CLASSES = 10
+from mnist_cnn.idx import IMAGE_SIZE, NUM_CLASSES
 
 
 class MLP(nn.Module):
@@ -19,7 +17,7 @@ class MLP(nn.Module):
         super().__init__()
         if not all(isinstance(size, int) and size > 0 for size in hidden_sizes):
             raise ConfigError(f"model.hidden_sizes must be positive integers, got {list(hidden_sizes)}")
-        sizes = [IMAGE_PIXELS, *hidden_sizes]
+        sizes = [IMAGE_SIZE * IMAGE_SIZE, *hidden_sizes]
         layers: list[nn.Module] = [nn.Flatten()]
         for inputs, outputs in pairwise(sizes):
             layers += [nn.Linear(inputs, outputs), nn.ReLU()]
