@@ -34,6 +34,8 @@ def assert_refused(cwd: Path, command: str, *overrides: str, message: str) -> No
         ("trainer.max_epochs=-1", "trainer.max_epochs must be an integer >= 0, got -1"),
         (f"data.val_size={TRAIN_SIZE}", f"data.val_size={TRAIN_SIZE} leaves no training images"),
         ("optimizer.weight_decay=-1", "optimizer/scheduler config rejected"),
+        ("data.augmentation.degrees=-5", "augmentation degrees must be >= 0, got -5"),
+        ("data.augmentation.flip_p=2", "augmentation flip_p must be within [0, 1], got 2"),
     ],
 )
 def test_invalid_values(mnist_root: Path, tmp_path: Path, override: str, message: str) -> None:

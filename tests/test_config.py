@@ -11,8 +11,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from mnist_cnn.augment import RandomFlipRotate
 from mnist_cnn.datamodule import MNISTDataModule
 from mnist_cnn.runner import CONFIG_DIR, build_trainer
+from mnist_cnn.tensor_datamodule import MNISTTensorDataModule
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths", "hydra", "experiment"]
 
@@ -41,11 +43,21 @@ def test_every_option_composes(tmp_path: Path, group: str, option: str) -> None:
     assert cfg.data.batch_size > 0 and cfg.trainer.max_epochs >= 0
 
 
-def test_default_config_is_the_chapters_setup(tmp_path: Path) -> None:
+def test_default_config_is_the_chapters_setup_on_the_fast_data_path(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path)
     datamodule = instantiate(cfg.data)
-    assert isinstance(datamodule, MNISTDataModule)
+    assert isinstance(datamodule, MNISTTensorDataModule)
     assert (datamodule.hparams.batch_size, datamodule.hparams.val_size, datamodule.hparams.download) == (64, 5000, True)
+    assert isinstance(datamodule.augmentation, RandomFlipRotate)
+    assert (datamodule.augmentation.flip_p, datamodule.augmentation.degrees) == (0.5, 10)
+    assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.trainer.max_epochs) == ("torch.optim.Adam", 1e-3, 5)
+    assert (cfg.optimizer.betas if "betas" in cfg.optimizer else (0.9, 0.999)) == (0.9, 0.999)
+    assert (cfg.trainer.accelerator, cfg.trainer.devices) == ("auto", "auto")
+
+
+def test_classic_data_path_is_the_chapters_pil_pipeline(tmp_path: Path) -> None:
+    datamodule = instantiate(compose_train(tmp_path, "data=mnist_pil").data)
+    assert isinstance(datamodule, MNISTDataModule) and datamodule.hparams.batch_size == 64
     assert [type(t).__name__ for t in datamodule.train_transform().transforms] == [
         "RandomHorizontalFlip",
         "RandomRotation",
@@ -53,8 +65,6 @@ def test_default_config_is_the_chapters_setup(tmp_path: Path) -> None:
         "Normalize",
     ]
     assert [type(t).__name__ for t in datamodule.eval_transform().transforms] == ["ToTensor", "Normalize"]
-    assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.trainer.max_epochs) == ("torch.optim.Adam", 1e-3, 5)
-    assert (cfg.trainer.accelerator, cfg.trainer.devices) == ("auto", "auto")
 
 
 @pytest.mark.parametrize("option", options("model"))

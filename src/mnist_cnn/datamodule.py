@@ -1,4 +1,4 @@
-"""MNIST as a LightningDataModule: torchvision's dataset, a seeded train/val split, the chapter's augmentation."""
+"""MNIST as LightningDataModules: what both data paths share, and the classic torchvision + PIL path."""
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
+from mnist_cnn.augment import PIXEL_MEAN, PIXEL_STD
 from mnist_cnn.errors import ConfigError, DataError
 from mnist_cnn.idx import LOCAL_COPY_HINT, check_mnist, missing_files
 
@@ -20,8 +21,86 @@ def _check_non_negative_int(name: str, value: int, minimum: int = 0) -> None:
         raise ConfigError(f"data.{name} must be an integer >= {minimum}, got {value!r}")
 
 
-class MNISTDataModule(L.LightningDataModule):
-    """MNIST from torchvision: train/val split of the 60k training images, test = the official 10k.
+class MNISTDataModuleBase(L.LightningDataModule):
+    """Train/val split of the 60k training images (seeded), test = the official 10k; download and checks.
+
+    Subclasses decide how images become batches: `setup` fills `train_set`, `val_set` and `test_set`,
+    `_loader` wraps one of them in a DataLoader.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        val_size: int = 5000,
+        split_seed: int = 42,
+        download: bool = True,
+        augment_eval: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_non_negative_int("batch_size", batch_size, minimum=1)
+        if eval_batch_size is not None:
+            _check_non_negative_int("eval_batch_size", eval_batch_size, minimum=1)
+        _check_non_negative_int("val_size", val_size)
+        self.data_dir = Path(data_dir)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "MNIST" / "raw"
+
+    def prepare_data(self) -> None:
+        """Download MNIST if it is missing and allowed to, then validate the four IDX files."""
+        if missing_files(self.raw_dir) and self.hparams.download:
+            try:  # fetches all four files; train=False then loads only the small test split
+                MNIST(self.data_dir, train=False, download=True)
+            except RuntimeError as error:
+                lines = str(error).strip().splitlines()  # torchvision: what failed first, the cause last
+                reason = " ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else type(error).__name__
+                raise DataError(
+                    f"could not download MNIST into {self.raw_dir} ({reason}); {LOCAL_COPY_HINT}"
+                ) from error
+        check_mnist(self.raw_dir)
+
+    def split_indices(self, train_size: int) -> tuple[list[int], list[int]]:
+        """Seeded (train, val) indices into the training images; both data paths use the same split."""
+        val_size = self.hparams.val_size
+        if val_size >= train_size:
+            raise ConfigError(f"data.val_size={val_size} leaves no training images: the training set has {train_size}")
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
+        order = torch.randperm(train_size, generator=generator).tolist()
+        return order[val_size:], order[:val_size]
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.hparams.eval_batch_size or self.hparams.batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.hparams.val_size:
+            return []  # no validation split: Lightning skips validation
+        return self._loader(self.val_set, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size)
+
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool = False) -> DataLoader:
+        raise NotImplementedError
+
+    @staticmethod
+    def _require(dataset: Dataset | None) -> Dataset:
+        if dataset is None:
+            raise RuntimeError("the data module's setup() must run before its dataloaders are requested")
+        return dataset
+
+
+class MNISTDataModule(MNISTDataModuleBase):
+    """The classic path: torchvision's MNIST Dataset, one PIL image at a time.
 
     Training images pass through `augmentations` (PIL transforms) then ToTensor and Normalize(0.5, 0.5).
     Validation and test images are only converted and normalised, unless `augment_eval` is set, which
@@ -41,22 +120,10 @@ class MNISTDataModule(L.LightningDataModule):
         augmentations: Sequence[Transform] = (),
         pin_memory: bool = False,
     ) -> None:
-        super().__init__()
-        _check_non_negative_int("batch_size", batch_size, minimum=1)
-        if eval_batch_size is not None:
-            _check_non_negative_int("eval_batch_size", eval_batch_size, minimum=1)
+        super().__init__(data_dir, batch_size, eval_batch_size, val_size, split_seed, download, augment_eval)
         _check_non_negative_int("num_workers", num_workers)
-        _check_non_negative_int("val_size", val_size)
         self.save_hyperparameters(ignore=["augmentations"], logger=False)
-        self.data_dir = Path(data_dir)
         self.augmentations = list(augmentations)
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self.test_set: Dataset | None = None
-
-    @property
-    def raw_dir(self) -> Path:
-        return self.data_dir / "MNIST" / "raw"
 
     def train_transform(self) -> Transform:
         return transforms.Compose([*self.augmentations, *self._to_normalized_tensor()])
@@ -66,57 +133,20 @@ class MNISTDataModule(L.LightningDataModule):
 
     @staticmethod
     def _to_normalized_tensor() -> list[Transform]:
-        return [transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]
-
-    def prepare_data(self) -> None:
-        """Download MNIST if it is missing and allowed to, then validate the four IDX files."""
-        if missing_files(self.raw_dir) and self.hparams.download:
-            try:  # fetches all four files; train=False then loads only the small test split
-                MNIST(self.data_dir, train=False, download=True)
-            except RuntimeError as error:
-                lines = str(error).strip().splitlines()  # torchvision: what failed first, the cause last
-                reason = " ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else type(error).__name__
-                raise DataError(
-                    f"could not download MNIST into {self.raw_dir} ({reason}); {LOCAL_COPY_HINT}"
-                ) from error
-        check_mnist(self.raw_dir)
+        return [transforms.ToTensor(), transforms.Normalize((PIXEL_MEAN,), (PIXEL_STD,))]
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", "validate", None) and self.train_set is None:
-            self.train_set, self.val_set = self._split(
-                MNIST(self.data_dir, train=True, transform=self.train_transform()),
-                MNIST(self.data_dir, train=True, transform=self.eval_transform()),
-            )
+            train_view = MNIST(self.data_dir, train=True, transform=self.train_transform())
+            eval_view = MNIST(self.data_dir, train=True, transform=self.eval_transform())
+            train_indices, val_indices = self.split_indices(len(train_view))
+            self.train_set, self.val_set = Subset(train_view, train_indices), Subset(eval_view, val_indices)
         if stage in ("test", "predict", None) and self.test_set is None:
             self.test_set = MNIST(self.data_dir, train=False, transform=self.eval_transform())
 
-    def _split(self, train_view: MNIST, eval_view: MNIST) -> tuple[Subset, Subset]:
-        """Seeded split; the two views hold the same images with training and evaluation transforms."""
-        val_size = self.hparams.val_size
-        if val_size >= len(train_view):
-            raise ConfigError(
-                f"data.val_size={val_size} leaves no training images: the training set has {len(train_view)}"
-            )
-        generator = torch.Generator().manual_seed(self.hparams.split_seed)
-        order = torch.randperm(len(train_view), generator=generator).tolist()
-        return Subset(train_view, order[val_size:]), Subset(eval_view, order[:val_size])
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if not self.hparams.val_size:
-            return []  # no validation split: Lightning skips validation
-        return self._loader(self.val_set, self.hparams.eval_batch_size or self.hparams.batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.hparams.eval_batch_size or self.hparams.batch_size)
-
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool = False) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("MNISTDataModule.setup() must run before its dataloaders are requested")
         return DataLoader(
-            dataset,
+            self._require(dataset),
             batch_size=batch_size,
             shuffle=shuffle,
             num_workers=self.hparams.num_workers,

@@ -17,7 +17,12 @@ from mnist_cnn.runner import CONFIG_DIR, build_trainer, to_dict, write_results
 
 def build_module(cfg: DictConfig) -> MNISTClassifier:
     """The LightningModule, with its optimizer and scheduler tried once so bad values fail now, not mid-fit."""
-    module = MNISTClassifier(net=to_dict(cfg.model), optimizer=to_dict(cfg.optimizer), scheduler=to_dict(cfg.scheduler))
+    module = MNISTClassifier(
+        net=to_dict(cfg.model),
+        optimizer=to_dict(cfg.optimizer),
+        scheduler=to_dict(cfg.scheduler),
+        channels_last=cfg.channels_last,
+    )
     try:
         module.configure_optimizers()
     except (ValueError, TypeError, InstantiationException) as error:
@@ -49,7 +54,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     train_seconds = time.perf_counter() - start
     val_acc_best = trainer.callback_metrics.get("val/acc_best")  # test() replaces callback_metrics
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    start = time.perf_counter()
     (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
+    test_seconds = time.perf_counter() - start
     return write_results(
         cfg,
         trainer,
@@ -60,6 +67,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "val_acc_best": float(val_acc_best) if val_acc_best is not None else None,
             "epochs": trainer.current_epoch,
             "train_seconds": round(train_seconds, 2),
+            "test_seconds": round(test_seconds, 2),
+            "train_images": len(datamodule.train_set),
+            "test_images": len(datamodule.test_set),
             "checkpoint": best_path or None,
         },
     )

@@ -1,0 +1,163 @@
+"""What each speed option gives on this machine, measured in one process with interleaved repeats.
+
+    python benchmarks/options.py --data-dir ../shared/data
+
+Parts: the training step (memory layout, Adam implementation, torch.compile with its compile time,
+thread count), batch augmentation (ours against per-image alternatives), evaluation batch size, and the
+classic PIL loader's worker count. Each figure is the median of interleaved repeats, because timings on a
+shared machine drift; compare rows within one part of one run, not across runs.
+"""
+
+import argparse
+import importlib.util
+import itertools
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import transforms
+from torchvision.transforms import v2
+
+from mnist_cnn.augment import RandomFlipRotate, normalize, to_unit_float
+from mnist_cnn.cnn import ConvolutionalMNISTClassifier
+from mnist_cnn.datamodule import MNISTDataModule
+from mnist_cnn.tensor_datamodule import MNISTTensorDataModule
+
+BATCH = 64
+STEPS_PER_EPOCH = 55_000 // BATCH + 1
+
+
+def median_ms(candidates: dict[str, Callable[[], None]], calls: int, repeats: int) -> dict[str, float]:
+    """Median milliseconds per call of each candidate, run in turns so that drift hits all alike."""
+    for run in candidates.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                run()
+            times[name].append((time.perf_counter() - start) / calls * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def report(title: str, results: dict[str, float], unit: str, per_epoch: bool = True) -> None:
+    print(f"\n### {title}\n\n| option | {unit} |" + (" s/epoch (859 steps) |" if per_epoch else ""))
+    print("|---|---:|" + ("---:|" if per_epoch else ""))
+    for name, value in results.items():
+        print(f"| {name} | {value:.2f} |" + (f" {value * STEPS_PER_EPOCH / 1e3:.2f} |" if per_epoch else ""))
+
+
+def training_step(batches: list, memory_format: torch.memory_format, compile_model: bool = False, **adam) -> Callable:
+    torch.manual_seed(0)
+    net = ConvolutionalMNISTClassifier().to(memory_format=memory_format)
+    model = torch.compile(net) if compile_model else net
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, **adam)
+    criterion = nn.CrossEntropyLoss()
+    cycle = itertools.cycle(batches)
+
+    def step() -> None:
+        images, labels = next(cycle)
+        optimizer.zero_grad()
+        criterion(model(images.contiguous(memory_format=memory_format)), labels).backward()
+        optimizer.step()
+
+    return step
+
+
+def step_options(batches: list, with_compile: bool, repeats: int) -> None:
+    nchw, nhwc = torch.contiguous_format, torch.channels_last
+    candidates = {
+        "NCHW, Adam for-loop (the chapter)": training_step(batches, nchw),
+        "channels_last": training_step(batches, nhwc),
+        "channels_last + fused Adam (our default)": training_step(batches, nhwc, fused=True),
+    }
+    if with_compile:
+        start = time.perf_counter()
+        compiled = training_step(batches, nhwc, compile_model=True, fused=True)
+        compiled()
+        candidates[f"... + torch.compile (compiling took {time.perf_counter() - start:.0f} s)"] = compiled
+    report("Training step, batch 64", median_ms(candidates, calls=40, repeats=repeats), "ms/step")
+    threads = torch.get_num_threads()
+    by_threads = {}
+    for count in sorted({1, threads}):
+        torch.set_num_threads(count)
+        by_threads[f"{count} intra-op thread(s), our default step"] = median_ms(
+            {"step": training_step(batches, nhwc, fused=True)}, calls=40, repeats=repeats
+        )["step"]
+    torch.set_num_threads(threads)
+    report("Threads", by_threads, "ms/step")
+
+
+def augmentation_options(images: torch.Tensor, repeats: int) -> None:
+    ours = RandomFlipRotate(0.5, 10)
+    per_image = v2.Compose([v2.RandomHorizontalFlip(0.5), v2.RandomRotation(10)])
+    pil_images = [transforms.functional.to_pil_image(image) for image in images]
+    pil = transforms.Compose(
+        [transforms.RandomHorizontalFlip(0.5), transforms.RandomRotation(10), transforms.ToTensor()]
+    )
+    candidates = {
+        "ours: one grid_sample, parameters per image": lambda: normalize(ours(to_unit_float(images))),
+        "torchvision v2 on each image tensor": lambda: torch.stack([per_image(x) for x in to_unit_float(images)]),
+        "PIL per image (the classic path)": lambda: torch.stack([pil(x) for x in pil_images]),
+    }
+    if importlib.util.find_spec("kornia"):  # optional: pip install kornia to compare
+        import kornia.augmentation as K
+
+        flip_rotate = nn.Sequential(K.RandomHorizontalFlip(p=0.5), K.RandomRotation(10.0, resample="nearest", p=1.0))
+        candidates["kornia, parameters per image"] = lambda: flip_rotate(to_unit_float(images))
+    report("Augmenting one batch of 64", median_ms(candidates, calls=10, repeats=repeats), "ms/batch")
+
+
+def eval_options(datamodule: MNISTTensorDataModule, repeats: int) -> None:
+    net = ConvolutionalMNISTClassifier().to(memory_format=torch.channels_last).eval()
+    test_set = datamodule.test_set
+    results = {}
+    for batch_size in (64, 1000):
+
+        def evaluate(batch_size: int = batch_size) -> None:
+            with torch.inference_mode():
+                for images, _ in DataLoader(test_set, batch_size=batch_size, collate_fn=lambda b: b):
+                    net(images.contiguous(memory_format=torch.channels_last))
+
+        seconds = median_ms({"eval": evaluate}, calls=1, repeats=repeats)["eval"] / 1e3
+        results[f"test set, batch {batch_size}"] = len(test_set) / seconds
+    report("Inference", results, "images/s", per_epoch=False)
+
+
+def worker_options(data_dir: str, batches: int = 100) -> None:
+    augment = [transforms.RandomHorizontalFlip(0.5), transforms.RandomRotation(10)]
+    results = {}
+    for workers in (0, 1, 2):
+        datamodule = MNISTDataModule(data_dir, val_size=0, download=False, num_workers=workers, augmentations=augment)
+        datamodule.setup("fit")
+        start = time.perf_counter()
+        for _ in itertools.islice(datamodule.train_dataloader(), batches):
+            pass
+        results[f"PIL loader, num_workers={workers}"] = (time.perf_counter() - start) / batches * 1e3
+    report("Classic loader alone (data only, no model)", results, "ms/batch")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per figure")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (it compiles for ~30 s)")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads")
+    datamodule = MNISTTensorDataModule(
+        args.data_dir, BATCH, val_size=0, download=False, augmentation=RandomFlipRotate()
+    )
+    datamodule.setup()
+    batches = list(itertools.islice(datamodule.train_dataloader(), 100))
+    step_options(batches, with_compile=not args.no_compile, repeats=args.repeats)
+    augmentation_options(datamodule.train_set.images[:BATCH], args.repeats)
+    eval_options(datamodule, args.repeats)
+    worker_options(args.data_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Training speed, side by side in one run: the chapter's plain PyTorch loop against our default training.
+
+    python benchmarks/train_speed.py --data-dir ../shared/data
+
+For each seed, one after the other and each in its own process:
+  (a) chapter    the chapter's loop: torchvision MNIST, all 60k training images, per-sample PIL
+                 augmentation, batch 64, Adam 1e-3, final weights tested;
+  (b) ours       `mnist-cnn-train` with the default config (Lightning, the fast tensor data path, 55k/5k
+                 split validated every epoch, checkpoints, TensorBoard, best checkpoint tested); only the
+                 data folder, epochs and seed are overridden;
+  (c) ours-bare  (b)'s data path and model in a plain loop with the same validation, so (b) - (c) is
+                 what Lightning costs.
+Prints a Markdown table of means over the seeds (seconds per epoch, training images/s, peak memory, test
+accuracy, test-set inference images/s, fit time relative to (a)) and writes it, with every raw number,
+under --out. Fit time excludes start-up and the final test; "process s" is the whole command.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RUNS = ("(a) chapter", "(b) ours", "(c) ours-bare")
+
+
+def run_process(command: list[str]) -> tuple[str, float, float]:
+    """(stdout, wall seconds, peak resident memory in MiB) of one child process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stdout = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, peak memory included
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"benchmark step failed: {' '.join(command)}")
+    return stdout, time.perf_counter() - start, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def plain_loop(kind: str, args: argparse.Namespace, seed: int) -> dict:
+    command = [sys.executable, str(HERE / "plain_loops.py"), kind, "--data-dir", args.data_dir]
+    command += ["--epochs", str(args.epochs), "--seed", str(seed), "--val-size", str(args.val_size)]
+    stdout, wall, peak = run_process(command)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {**result, "train_seconds": sum(result["epoch_seconds"]), "process_seconds": wall, "peak_mib": peak}
+
+
+def our_training(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
+    overrides = [f"paths.data_dir={args.data_dir}", f"trainer.max_epochs={args.epochs}", f"seed={seed}"]
+    overrides += [f"data.val_size={args.val_size}", f"hydra.run.dir={run_dir}", "callbacks.progress_bar.refresh_rate=0"]
+    _, wall, peak = run_process([sys.executable, "-m", "mnist_cnn.train", *overrides])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {
+        "train_images_per_s": metrics["train_images"] * args.epochs / metrics["train_seconds"],
+        "test_acc": metrics["test_acc"],
+        "test_images_per_s": metrics["test_images"] / metrics["test_seconds"],
+        "train_seconds": metrics["train_seconds"],
+        "process_seconds": wall,
+        "peak_mib": peak,
+    }
+
+
+def machine() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu}), {device}, torch {torch.__version__}, Python {platform.python_version()}"
+    )
+
+
+def mean(runs: list[dict], key: str) -> float:
+    return statistics.fmean(run[key] for run in runs)
+
+
+def summary_table(results: dict[str, list[dict]], epochs: int) -> str:
+    base = mean(results[RUNS[0]], "train_seconds")
+    rows = [
+        "| run | s/epoch | train images/s | fit s | process s | peak RSS MiB | test acc (mean ± sd) "
+        "| test images/s | fit time vs (a) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, runs in results.items():
+        accs = [run["test_acc"] for run in runs]
+        spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        fit = mean(runs, "train_seconds")
+        rows.append(
+            f"| {name} | {fit / epochs:.2f} | {mean(runs, 'train_images_per_s'):,.0f} | {fit:.1f} "
+            f"| {mean(runs, 'process_seconds'):.1f} | {mean(runs, 'peak_mib'):,.0f} "
+            f"| {statistics.fmean(accs):.2%} ± {spread:.2%} | {mean(runs, 'test_images_per_s'):,.0f} "
+            f"| {fit / base:.2f}x |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--val-size", type=int, default=5000, help="our validation split (the default config's)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
+    args = parser.parse_args()
+    args.data_dir = str(Path(args.data_dir).resolve())
+    results: dict[str, list[dict]] = {name: [] for name in RUNS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            results[RUNS[0]].append(plain_loop("chapter", args, seed))
+            results[RUNS[1]].append(our_training(args, seed, Path(tmp) / f"seed{seed}"))
+            results[RUNS[2]].append(plain_loop("fast", args, seed))
+            print(f"seed {seed}: " + ", ".join(f"{n} {r[-1]['train_seconds']:.1f} s" for n, r in results.items()))
+    seeds = " ".join(map(str, args.seeds))
+    report = f"{args.epochs} epochs, seeds {seeds}, on {machine()}\n\n{summary_table(results, args.epochs)}\n"
+    print(report)
+    out = args.out / datetime.now().strftime("train_speed-%Y-%m-%d_%H-%M-%S")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(report)
+    (out / "results.json").write_text(json.dumps({"command": sys.argv, "results": results}, indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The benchmark scripts run end to end (on the small generated dataset) and report what they promise."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import PROJECT_ROOT, VAL_SIZE
+
+BENCHMARKS = PROJECT_ROOT / "benchmarks"
+
+
+def run_script(name: str, *args: str, cwd: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_train_speed_compares_the_chapter_loop_with_our_training(mnist_root: Path, tmp_path: Path) -> None:
+    args = ["--data-dir", str(mnist_root), "--epochs", "1", "--seeds", "0", "--val-size", str(VAL_SIZE)]
+    stdout = run_script("train_speed.py", *args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    (folder,) = (tmp_path / "out").iterdir()
+    table = (folder / "results.md").read_text()
+    assert table in stdout
+    rows = [line for line in table.splitlines() if line.startswith("| (")]
+    assert [row.split("|")[1].strip() for row in rows] == ["(a) chapter", "(b) ours", "(c) ours-bare"]
+    assert rows[0].rstrip().endswith("| 1.00x |")
+    results = json.loads((folder / "results.json").read_text())["results"]
+    for runs in results.values():
+        (run,) = runs
+        assert run["train_seconds"] > 0 and run["peak_mib"] > 100 and 0 <= run["test_acc"] <= 1
+        assert run["train_images_per_s"] > 0 and run["test_images_per_s"] > 0
+
+
+def test_options_benchmark_reports_every_part(mnist_root: Path, tmp_path: Path) -> None:
+    stdout = run_script("options.py", "--data-dir", str(mnist_root), "--repeats", "1", "--no-compile", cwd=tmp_path)
+    for title in ("Training step", "Threads", "Augmenting one batch", "Inference", "Classic loader alone"):
+        assert f"### {title}" in stdout
+    assert "channels_last + fused Adam (our default)" in stdout and "num_workers=2" in stdout
