@@ -3,18 +3,21 @@
     python benchmarks/options.py --data-dir ../shared/data
 
 Parts: the training step (memory layout, Adam implementation, torch.compile with its compile time,
-thread count), batch augmentation (ours against per-image alternatives), evaluation batch size, and the
-classic PIL loader's worker count. Each figure is the median of interleaved repeats, because timings on a
-shared machine drift; compare rows within one part of one run, not across runs.
+thread count), what Lightning adds per step, batch augmentation (ours against per-image alternatives),
+evaluation batch size, and the classic PIL loader's worker count. Each figure is the median of
+interleaved repeats, because timings on a shared machine drift; compare rows within one part of one run,
+not across runs.
 """
 
 import argparse
 import importlib.util
 import itertools
+import logging
 import statistics
 import time
 from collections.abc import Callable
 
+import lightning as L
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -22,6 +25,7 @@ from torchvision import transforms
 from torchvision.transforms import v2
 
 from mnist_cnn.augment import RandomFlipRotate, normalize, to_unit_float
+from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import ConvolutionalMNISTClassifier
 from mnist_cnn.datamodule import MNISTDataModule
 from mnist_cnn.tensor_datamodule import MNISTTensorDataModule
@@ -141,6 +145,47 @@ def worker_options(data_dir: str, batches: int = 100) -> None:
     report("Classic loader alone (data only, no model)", results, "ms/batch")
 
 
+class LoggingEveryStep(MNISTClassifier):
+    """Lightning's textbook pattern: `self.log` the loss and the metric object at every step."""
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, preds, labels = self._step(batch)
+        self.train_acc(preds, labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        pass
+
+
+def lightning_options(batches: list, repeats: int) -> None:
+    """Lightning's cost per step: one pass over the same batches, by a plain loop and by `Trainer.fit`."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    net = {"_target_": "mnist_cnn.cnn.ConvolutionalMNISTClassifier"}
+    adam = {"_target_": "torch.optim.Adam", "lr": 1e-3, "fused": True}
+
+    def fit(module_class: type[MNISTClassifier]) -> Callable[[], None]:
+        def one_pass() -> None:
+            trainer = L.Trainer(
+                max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, log_every_n_steps=50,
+            )  # fmt: skip
+            trainer.fit(module_class(net, adam), train_dataloaders=DataLoader(batches, batch_size=None))
+
+        return one_pass
+
+    step = training_step(batches, torch.channels_last, fused=True)
+    candidates = {
+        "plain loop (no Lightning)": lambda: [step() for _ in batches],
+        "Trainer.fit, our logging": fit(MNISTClassifier),
+        "Trainer.fit, self.log of loss and metric every step": fit(LoggingEveryStep),
+    }
+    per_pass = median_ms(candidates, calls=1, repeats=repeats)
+    per_step = {name: ms / len(batches) for name, ms in per_pass.items()}
+    report(f"Lightning's share ({len(batches)} steps per pass, fit start-up included)", per_step, "ms/step")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data")
@@ -154,6 +199,7 @@ def main() -> None:
     datamodule.setup()
     batches = list(itertools.islice(datamodule.train_dataloader(), 100))
     step_options(batches, with_compile=not args.no_compile, repeats=args.repeats)
+    lightning_options(batches, args.repeats)
     augmentation_options(datamodule.train_set.images[:BATCH], args.repeats)
     eval_options(datamodule, args.repeats)
     worker_options(args.data_dir)

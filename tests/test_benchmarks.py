@@ -36,6 +36,13 @@ def test_train_speed_compares_the_chapter_loop_with_our_training(mnist_root: Pat
 
 def test_options_benchmark_reports_every_part(mnist_root: Path, tmp_path: Path) -> None:
     stdout = run_script("options.py", "--data-dir", str(mnist_root), "--repeats", "1", "--no-compile", cwd=tmp_path)
-    for title in ("Training step", "Threads", "Augmenting one batch", "Inference", "Classic loader alone"):
+    for title in (
+        "Training step",
+        "Threads",
+        "Lightning's share",
+        "Augmenting one batch",
+        "Inference",
+        "Classic loader",
+    ):
         assert f"### {title}" in stdout
     assert "channels_last + fused Adam (our default)" in stdout and "num_workers=2" in stdout
