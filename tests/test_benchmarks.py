@@ -25,7 +25,7 @@ def test_train_speed_compares_the_chapter_loop_with_our_training(mnist_root: Pat
     table = (folder / "results.md").read_text()
     assert table in stdout
     rows = [line for line in table.splitlines() if line.startswith("| (")]
-    assert [row.split("|")[1].strip() for row in rows] == ["(a) chapter", "(b) ours", "(c) ours-bare"]
+    assert [row.split("|")[1].strip() for row in rows] == ["(a) chapter", "(b) ours", "(c) ours-bare", "(d) ours-60k"]
     assert rows[0].rstrip().endswith("| 1.00x |")
     results = json.loads((folder / "results.json").read_text())["results"]
     for runs in results.values():
