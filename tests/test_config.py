@@ -110,11 +110,14 @@ def test_trainer_callbacks_and_loggers_instantiate(tmp_path: Path, trainer: str,
         assert {"ModelCheckpoint", "LearningRateMonitor", "ExactModelSummary", "TQDMProgressBar"} <= names
 
 
-def test_hydra_run_and_sweep_folders(tmp_path: Path) -> None:
+def test_hydra_run_and_sweep_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # reading hydra.run.dir claims the folder
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", return_hydra_config=True)
-    assert re.fullmatch(r"outputs/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", cfg.hydra.run.dir)
+    run_dir = cfg.hydra.run.dir
+    assert re.fullmatch(r"outputs/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", run_dir) and (tmp_path / run_dir).is_dir()
+    assert cfg.hydra.run.dir == run_dir and len(list(tmp_path.glob("outputs/*/*"))) == 1  # one folder, kept
     assert re.fullmatch(r"outputs/multirun/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", cfg.hydra.sweep.dir)
     assert cfg.hydra.job.chdir is False
 

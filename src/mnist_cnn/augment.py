@@ -66,16 +66,19 @@ class RandomFlipRotate(nn.Module):
         self.flip_p = flip_p
         self.degrees = degrees
 
-    def sample(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image parameters: angles in degrees, uniform in [-degrees, degrees], and flip flags."""
-        angles = (torch.rand(batch_size, device=device) * 2 - 1) * self.degrees
-        flips = torch.rand(batch_size, device=device) < self.flip_p
+        angles = (torch.rand(batch_size, device=device, generator=generator) * 2 - 1) * self.degrees
+        flips = torch.rand(batch_size, device=device, generator=generator) < self.flip_p
         return angles, flips
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augment `images`, drawing from `generator` (torch's global RNG when None)."""
         if not (self.flip_p or self.degrees) or not len(images):
             return images
-        angles, flips = self.sample(len(images), images.device)
+        angles, flips = self.sample(len(images), images.device, generator)
         return flip_rotate(images, angles, flips)
 
     def extra_repr(self) -> str:

@@ -4,9 +4,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from mnist_cnn.errors import CheckpointError
+from mnist_cnn.files import atomic_path
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -57,3 +59,18 @@ def check_resumable(checkpoint: dict[str, Any], hparams: dict[str, Any], path: s
                 f"{path} was trained with {key} {saved}, the config asks for {wanted}; resuming restores the "
                 f"saved {key} state, so resume with the same {key} settings"
             )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic on local disks.
+
+    Lightning writes a local checkpoint to a file in the system temp folder and then `shutil.move`s it, which
+    is a copy when that folder is another file system (a tmpfs /tmp, say): a kill mid-copy leaves a
+    truncated `last.ckpt`. Here the file is written beside its target and renamed onto it.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        with atomic_path(Path(path)) as tmp:
+            torch.save(checkpoint, tmp)

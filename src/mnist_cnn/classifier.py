@@ -12,8 +12,10 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from mnist_cnn.confusion import confusion_figure
-from mnist_cnn.errors import ConfigError
+from mnist_cnn.errors import ConfigError, TrainingDivergedError
 from mnist_cnn.idx import IMAGE_SIZE, NUM_CLASSES
+
+RNG_STATE_KEY = "rng_states"
 
 
 class MNISTClassifier(L.LightningModule):
@@ -64,6 +66,11 @@ class MNISTClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, preds, labels = self._step(batch)
+        if not torch.isfinite(loss):  # before backward: the weights, and so every checkpoint, stay finite
+            raise TrainingDivergedError(
+                f"training diverged: the loss is {loss.item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}); stopped before that update, checkpoints kept as they were"
+            )
         # Plain metric updates: each `self.log` call costs about as much as a tenth of this small model's
         # step (benchmarks/), so per-step values are logged only on the steps the logger writes.
         self.train_loss.update(loss.detach())
@@ -118,6 +125,23 @@ class MNISTClassifier(L.LightningModule):
         fig = confusion_figure(counts, title=f"{tag} (epoch {self.current_epoch})")
         for board in boards:
             board.experiment.add_figure(tag, fig, global_step=self.current_epoch, close=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to save non-finite weights, and save the RNG state that drives shuffling and augmentation."""
+        broken = [name for name, tensor in self.net.named_parameters() if not torch.isfinite(tensor).all()]
+        if broken:
+            raise TrainingDivergedError(f"training diverged: non-finite weights in {', '.join(broken[:3])}; not saved")
+        checkpoint[RNG_STATE_KEY] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint[RNG_STATE_KEY]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the RNG state, so a resumed run draws the same batches and augmentations."""
+        states = checkpoint.get(RNG_STATE_KEY) or {}
+        if "torch" in states:
+            torch.set_rng_state(states["torch"])
+        if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())

@@ -1,5 +1,6 @@
 """Errors a user can fix, and how the command-line entry points report them."""
 
+import errno
 import logging
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,10 @@ class CheckpointError(UserError):
     """A checkpoint path that does not exist or does not hold this project's model."""
 
 
+class TrainingDivergedError(UserError):
+    """A non-finite loss or weights: training stops before a broken model is saved."""
+
+
 def _user_error_in(error: BaseException | None) -> UserError | None:
     """The `UserError` behind `error`, if any (Hydra's `instantiate` wraps the errors it meets)."""
     while error is not None and not isinstance(error, UserError):
@@ -40,9 +45,21 @@ def exit_on_user_error() -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        user_error = _user_error_in(error)
+        user_error = _user_error_in(error) or _disk_error_in(error)
         if user_error is None:
             raise
         log.error("%s: %s", type(user_error).__name__, user_error)
         print(f"error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _disk_error_in(error: BaseException | None) -> UserError | None:
+    """A full, read-only or forbidden disk, as a one-line `UserError` naming the file."""
+    while error is not None and not (isinstance(error, OSError) and error.errno in DISK_ERRORS):
+        error = error.__cause__ or error.__context__
+    if error is None:
+        return None
+    return UserError(f"cannot write {error.filename or 'a result file'}: {error.strerror}")

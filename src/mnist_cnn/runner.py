@@ -10,14 +10,17 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_cnn.checkpoint import AtomicCheckpointIO
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import count_parameters
 from mnist_cnn.confusion import save_confusion_matrix
 from mnist_cnn.files import atomic_path, write_json
+from mnist_cnn.run_dir import register_resolvers
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+register_resolvers()  # conf/hydra/default.yaml names run folders with them
 
 
 def to_dict(node: Any) -> Any:
@@ -27,8 +30,9 @@ def to_dict(node: Any) -> Any:
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
+    # In config order: the first ModelCheckpoint (`model_checkpoint`) is the one whose best model is tested.
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
 
 
 def _hparams(cfg: DictConfig, module: MNISTClassifier) -> dict[str, Any]:

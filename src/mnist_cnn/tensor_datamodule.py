@@ -15,6 +15,7 @@ from torchvision.datasets import MNIST
 
 from mnist_cnn.augment import normalize, to_unit_float
 from mnist_cnn.datamodule import MNISTDataModuleBase
+from mnist_cnn.sampling import ResumableBatchSampler, ResumableDataLoader, ResumableRandomSampler
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -40,8 +41,13 @@ class TensorMNIST(Dataset):
         index = torch.as_tensor(indices, device=self.images.device)
         images = to_unit_float(self.images[index])
         if self.augmentation is not None:
-            images = self.augmentation(images)
+            images = self.augmentation(images, generator=self._generator_for(indices))
         return normalize(images), self.labels[index]
+
+    def _generator_for(self, indices: list[int]) -> torch.Generator | None:
+        """A generator seeded by the batch (`SeededBatch`), so a resumed epoch redraws the same augmentation."""
+        seed = getattr(indices, "seed", None)
+        return None if seed is None else torch.Generator(self.images.device).manual_seed(seed)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         images, labels = self.__getitems__([index])
@@ -99,4 +105,11 @@ class MNISTTensorDataModule(MNISTDataModuleBase):
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool = False) -> DataLoader:
         tensors = self._require(dataset).to(self.device)
-        return DataLoader(tensors, batch_size=batch_size, shuffle=shuffle, collate_fn=whole_batch)
+        # Every loader gets its own generator for the base seed it draws per epoch: torch's global RNG then
+        # only drives the shuffle, so a resumed run (which adds a sanity validation) draws what it would have.
+        generator = torch.Generator().manual_seed(0)
+        if not shuffle:
+            return DataLoader(tensors, batch_size=batch_size, collate_fn=whole_batch, generator=generator)
+        # Training: an order that a mid-epoch checkpoint can restore (see mnist_cnn.sampling).
+        batches = ResumableBatchSampler(ResumableRandomSampler(tensors), batch_size, drop_last=False)
+        return ResumableDataLoader(tensors, batch_sampler=batches, collate_fn=whole_batch, generator=generator)

@@ -1,6 +1,7 @@
 """`mnist-cnn-train`: fit the configured model, test its best checkpoint, write the run's results."""
 
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 from mnist_cnn.checkpoint import check_matches, check_resumable, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError, exit_on_user_error
+from mnist_cnn.resume import newest_checkpoint, resumed_config
 from mnist_cnn.runner import CONFIG_DIR, build_trainer, to_dict, write_results
 
 
@@ -43,14 +45,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg)
-    if cfg.ckpt_path:
-        checkpoint = read_checkpoint(cfg.ckpt_path)
-        check_matches(checkpoint, module, cfg.ckpt_path)
-        check_resumable(checkpoint, module.hparams, cfg.ckpt_path)
+    ckpt_path = newest_checkpoint(Path(cfg.paths.output_dir)) if cfg.get("resume") else cfg.ckpt_path
+    if ckpt_path:
+        checkpoint = read_checkpoint(ckpt_path)
+        check_matches(checkpoint, module, ckpt_path)
+        check_resumable(checkpoint, module.hparams, ckpt_path)
 
     trainer = build_trainer(cfg)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - start
     val_acc_best = trainer.callback_metrics.get("val/acc_best")  # test() replaces callback_metrics
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -78,7 +81,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     with exit_on_user_error():
-        return train(cfg)["test_acc"]
+        return train(resumed_config(cfg) if cfg.get("resume") else cfg)["test_acc"]
 
 
 if __name__ == "__main__":

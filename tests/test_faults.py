@@ -1,0 +1,229 @@
+"""Faults: a killed run resumed exactly, a diverging loss, disk trouble, concurrent runs, fuzzed IDX files."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import VAL_SIZE, run_cli, single_run_dir, write_mnist
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mnist_cnn.checkpoint import AtomicCheckpointIO
+from mnist_cnn.errors import DataError
+from mnist_cnn.idx import check_mnist, raw_files
+from mnist_cnn.run_dir import claim_new_run_dir
+from mnist_cnn.sampling import ResumableBatchSampler, ResumableRandomSampler
+
+STEPS_BETWEEN_CHECKPOINTS = 5
+# Deterministic, two epochs of 72 steps, a checkpoint every 5 steps, no progress bar.
+RESUMABLE = [
+    "data.download=false",
+    f"data.val_size={VAL_SIZE}",
+    "data.batch_size=16",
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+    "trainer.max_epochs=2",
+    "trainer.deterministic=true",
+    "trainer.log_every_n_steps=1",
+    f"callbacks.periodic_checkpoint.every_n_train_steps={STEPS_BETWEEN_CHECKPOINTS}",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+@pytest.fixture(scope="module")
+def larger_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mnist(tmp_path_factory.mktemp("mnist_1192"), train_size=1192, test_size=80)
+
+
+def start_cli(*overrides: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_cnn.train", *overrides],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def kill_after_first_step_checkpoint(process: subprocess.Popen, cwd: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not list((cwd / "outputs").glob("*/*/checkpoints/step_*.ckpt")):
+        assert process.poll() is None, "training ended before its first mid-epoch checkpoint"
+        assert time.monotonic() < deadline, "no mid-epoch checkpoint appeared"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def metrics_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(larger_mnist: Path, tmp_path: Path) -> None:
+    overrides = [*RESUMABLE, f"paths.data_dir={larger_mnist}"]
+    (tmp_path / "straight").mkdir()
+    straight = run_cli("train", *overrides, cwd=tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    kill_after_first_step_checkpoint(start_cli(*overrides, cwd=killed), killed)
+    run_dir = single_run_dir(killed)
+    assert not (run_dir / "metrics.json").exists()
+    resumed_from = max(
+        torch.load(path, weights_only=True)["global_step"] for path in (run_dir / "checkpoints").glob("*.ckpt")
+    )
+    assert resumed_from % ((1192 - VAL_SIZE) // 16) != 0  # a mid-epoch checkpoint
+
+    resumed = run_cli("train", "resume=true", cwd=killed)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert single_run_dir(killed) == run_dir  # the same folder, not a new one
+    expected, found = metrics_of(single_run_dir(tmp_path / "straight")), metrics_of(run_dir)
+    for key in ("test_acc", "test_loss", "val_acc_best", "epochs"):
+        assert found[key] == expected[key], key
+    straight_weights = torch.load(single_run_dir(tmp_path / "straight") / "mnist_classifier.pth", weights_only=True)
+    resumed_weights = torch.load(run_dir / "mnist_classifier.pth", weights_only=True)
+    assert all(torch.equal(straight_weights[name], resumed_weights[name]) for name in straight_weights)
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) >= 2  # one TensorBoard run, two writers
+    assert list((run_dir / ".hydra").glob("resumed-*/overrides.yaml"))  # the first run's config is kept
+
+
+def test_resume_refuses_changes_and_needs_an_earlier_run(mnist_root: Path, tmp_path: Path) -> None:
+    nothing = run_cli("train", "resume=true", cwd=tmp_path)
+    assert nothing.returncode != 0 and "resume=true found no run with checkpoints under outputs/" in nothing.stderr
+    done = run_cli("train", *RESUMABLE, "trainer.max_epochs=1", f"paths.data_dir={mnist_root}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    changed = run_cli("train", "resume=true", "optimizer.lr=0.1", cwd=tmp_path)
+    assert changed.returncode == 2
+    assert "error: resume continues a run with its own config; it accepts only" in changed.stderr
+    assert "(got optimizer.lr=0.1)" in changed.stderr
+
+
+def test_a_diverging_loss_stops_training_and_keeps_finite_checkpoints(mnist_root: Path, tmp_path: Path) -> None:
+    overrides = [*RESUMABLE, "callbacks.periodic_checkpoint.every_n_train_steps=1", "optimizer.lr=1e30"]
+    result = run_cli("train", *overrides, f"paths.data_dir={mnist_root}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "training diverged: the loss is nan at step" in line or "training diverged: the loss is inf at step" in line
+    run_dir = single_run_dir(tmp_path)
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "mnist_classifier.pth").exists()
+    checkpoints = list((run_dir / "checkpoints").glob("*.ckpt"))
+    assert checkpoints, "the steps before the divergence were checkpointed"
+    for path in checkpoints:
+        weights = {k: v for k, v in torch.load(path, weights_only=True)["state_dict"].items() if k.startswith("net.")}
+        assert weights and all(torch.isfinite(tensor).all() for tensor in weights.values()), path
+
+
+def test_checkpoint_write_killed_midway_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, target)
+
+    def dies_midway(obj: object, path: Path) -> None:
+        Path(path).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(OSError, match="No space left"):
+        AtomicCheckpointIO().save_checkpoint({"step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_disk_full_while_writing_results_is_one_line(tmp_path: Path) -> None:
+    script = (
+        "import errno, pathlib\n"
+        "from mnist_cnn.errors import exit_on_user_error\n"
+        "from mnist_cnn import files\n"
+        "def full(self, data): raise OSError(errno.ENOSPC, 'No space left on device', str(self))\n"
+        "pathlib.Path.write_text = full\n"
+        "with exit_on_user_error():\n"
+        "    files.write_json(pathlib.Path('out/metrics.json'), {'a': 1})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot write ")
+    assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+    assert list((tmp_path / "out").iterdir()) == []  # nothing half-written presented as a result
+
+
+def test_unwritable_outputs_folder_is_a_clear_error(mnist_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "outputs").write_text("a file where the outputs folder should be")
+    result = run_cli("train", *RESUMABLE, f"paths.data_dir={mnist_root}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "cannot create a run folder under outputs" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+    moment = datetime(2026, 11, 24, 12, 0, 0)
+    folders = [claim_new_run_dir(tmp_path, now=moment) for _ in range(3)]
+    assert [folder.name for folder in folders] == ["12-00-00", "12-00-00_1", "12-00-00_2"]
+    assert all(folder.is_dir() for folder in folders)
+
+
+def test_two_trainings_at_once_never_mix_their_files(mnist_root: Path, tmp_path: Path) -> None:
+    overrides = [*RESUMABLE, "trainer.max_epochs=1", "trainer.limit_train_batches=4", f"paths.data_dir={mnist_root}"]
+    processes = [start_cli(*overrides, f"seed={seed}", cwd=tmp_path) for seed in (1, 2)]
+    assert [process.wait(timeout=600) for process in processes] == [0, 0]
+    runs = sorted(path for path in (tmp_path / "outputs").glob("*/*"))
+    assert len(runs) == 2
+    assert sorted(metrics_of(run)["seed"] for run in runs) == [1, 2]
+    writers = [
+        {path.name.split(".")[-2] for path in (run / "tensorboard").rglob("events.out.tfevents.*")} for run in runs
+    ]
+    assert [len(pids) for pids in writers] == [1, 1] and writers[0] != writers[1]  # each folder: one process
+
+
+@settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.sampled_from(["images", "labels"]), split=st.sampled_from(["train", "test"]), data=st.binary())
+def test_fuzzed_idx_files_give_our_error_or_pass(mnist_root: Path, tmp_path: Path, which: str, split: str, data: bytes):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, source in (
+        (path.name, path) for pair in raw_files(mnist_root / "MNIST" / "raw").values() for path in pair
+    ):
+        (raw / name).write_bytes(source.read_bytes())
+    raw_files(raw)[split][0 if which == "images" else 1].write_bytes(data)
+    try:
+        check_mnist(raw)
+    except DataError as error:
+        assert "\n" not in str(error) and str(raw) in str(error)
+
+
+def batches_after_restore(state: dict, size: int = 50, batch_size: int = 8) -> list:
+    sampler = ResumableBatchSampler(ResumableRandomSampler(range(size)), batch_size, drop_last=False)
+    sampler.load_state_dict(state)
+    return [(list(batch), batch.seed) for batch in sampler]
+
+
+def test_the_batch_sampler_replays_the_rest_of_an_interrupted_epoch() -> None:
+    sampler = ResumableBatchSampler(ResumableRandomSampler(range(50)), 8, drop_last=False)
+    torch.manual_seed(0)
+    epoch = iter(sampler)
+    taken = [next(epoch) for _ in range(3)]
+    state = sampler.state_dict()  # as a checkpoint saves it, after 3 of 7 batches
+    rest = [(list(batch), batch.seed) for batch in epoch]
+    assert state["batches_used"] == 3
+    assert batches_after_restore(state) == rest  # the same indices and augmentation seeds
+    assert sorted([i for batch in taken for i in batch] + [i for b, _ in rest for i in b]) == list(range(50))
+
+
+def test_a_finished_epoch_restores_to_a_fresh_one() -> None:
+    torch.manual_seed(0)
+    sampler = ResumableBatchSampler(ResumableRandomSampler(range(50)), 8, drop_last=False)
+    first_epoch = [list(batch) for batch in sampler]
+    state = sampler.state_dict()
+    assert state["batches_used"] == 0
+    next_epoch = batches_after_restore(state)
+    assert len(next_epoch) == 7 and sorted(i for batch, _ in next_epoch for i in batch) == list(range(50))
+    assert [batch for batch, _ in next_epoch] != first_epoch  # a new shuffle, not a replay
