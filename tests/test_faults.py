@@ -9,6 +9,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import torch
@@ -99,7 +100,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(larger_mnist: Path, t
 
 def test_resume_refuses_changes_and_needs_an_earlier_run(mnist_root: Path, tmp_path: Path) -> None:
     nothing = run_cli("train", "resume=true", cwd=tmp_path)
-    assert nothing.returncode != 0 and "resume=true found no run with checkpoints under outputs/" in nothing.stderr
+    assert (
+        nothing.returncode == 2 and nothing.stderr.strip() == "error: resume=true found no training run under outputs/"
+    )
     done = run_cli("train", *RESUMABLE, "trainer.max_epochs=1", f"paths.data_dir={mnist_root}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     changed = run_cli("train", "resume=true", "optimizer.lr=0.1", cwd=tmp_path)
@@ -127,8 +130,8 @@ def test_checkpoint_write_killed_midway_leaves_the_old_file(tmp_path: Path, monk
     target = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 1}, target)
 
-    def dies_midway(obj: object, path: Path) -> None:
-        Path(path).write_bytes(b"half a checkpoint")
+    def dies_midway(obj: object, file: BinaryIO) -> None:
+        file.write(b"half a checkpoint")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", dies_midway)
@@ -227,3 +230,96 @@ def test_a_finished_epoch_restores_to_a_fresh_one() -> None:
     next_epoch = batches_after_restore(state)
     assert len(next_epoch) == 7 and sorted(i for batch, _ in next_epoch for i in batch) == list(range(50))
     assert [batch for batch, _ in next_epoch] != first_epoch  # a new shuffle, not a replay
+
+
+def test_an_interrupted_epoch_is_not_replayed_into_the_next_one() -> None:
+    """With `trainer.limit_train_batches` an epoch ends early; a checkpoint there must not replay it."""
+    sampler = ResumableBatchSampler(ResumableRandomSampler(range(50)), 8, drop_last=False)
+    epoch = iter(sampler)
+    [next(epoch) for _ in range(3)]
+    state = sampler.state_dict()
+    restored = ResumableBatchSampler(ResumableRandomSampler(range(50)), 8, drop_last=False)
+    restored.load_state_dict(state)
+    restored.sampler.set_epoch(1)  # Lightning moves on to the next epoch
+    assert sorted(i for batch in restored for i in batch) == list(range(50))
+
+
+def test_a_batch_draws_its_augmentation_from_its_own_seed(mnist_root: Path) -> None:
+    from mnist_cnn.augment import RandomFlipRotate
+    from mnist_cnn.sampling import SeededBatch
+    from mnist_cnn.tensor_datamodule import MNISTTensorDataModule
+
+    dm = MNISTTensorDataModule(str(mnist_root), val_size=VAL_SIZE, download=False, augmentation=RandomFlipRotate())
+    dm.setup("fit")
+    draws = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        draws.append(dm.train_set.__getitems__(SeededBatch(list(range(16)), seed=7))[0])
+    torch.manual_seed(1)
+    other = dm.train_set.__getitems__(SeededBatch(list(range(16)), seed=8))[0]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], other)
+
+
+def test_lightning_can_shard_the_resumable_loader_for_ddp(mnist_root: Path) -> None:
+    """Lightning rebuilds the training loader around a DistributedSampler; ours must survive that."""
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DistributedSampler
+
+    from mnist_cnn.sampling import ResumableDataLoader
+    from mnist_cnn.tensor_datamodule import MNISTTensorDataModule
+
+    dm = MNISTTensorDataModule(str(mnist_root), batch_size=16, val_size=VAL_SIZE, download=False)
+    dm.setup("fit")
+    shards = []
+    for rank in range(2):
+        sampler = DistributedSampler(dm.train_set, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        loader = _update_dataloader(dm.train_dataloader(), sampler)
+        assert isinstance(loader, ResumableDataLoader) and isinstance(loader.batch_sampler, ResumableBatchSampler)
+        batches = iter(loader.batch_sampler)
+        first = next(batches)
+        state = loader.state_dict()
+        rest = [list(batch) for batch in batches]
+        loader.load_state_dict(state)
+        assert [list(batch) for batch in loader.batch_sampler] == rest  # resumes within its shard
+        shards.append({i for batch in [first, *rest] for i in batch})
+    assert not shards[0] & shards[1] and len(shards[0] | shards[1]) == len(dm.train_set)
+
+
+def test_a_full_disk_while_saving_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Real torch writing to /dev/full: the OSError names the file and becomes our one-line error."""
+    from contextlib import contextmanager
+
+    from mnist_cnn import files
+    from mnist_cnn.errors import exit_on_user_error
+
+    @contextmanager
+    def to_dev_full(path: Path):
+        yield Path("/dev/full")
+
+    monkeypatch.setattr(files, "atomic_path", to_dev_full)
+    with pytest.raises(SystemExit) as exit_info, exit_on_user_error():
+        AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(1000)}, tmp_path / "last.ckpt")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: cannot write {tmp_path / 'last.ckpt'}: No space left on device"
+
+
+def test_resume_picks_the_newest_training_run_and_refuses_one_without_checkpoints(tmp_path: Path) -> None:
+    from mnist_cnn.errors import ConfigError
+    from mnist_cnn.run_dir import latest_run_dir
+
+    def run(name: str, training: bool = True, checkpoint: bool = True) -> Path:
+        folder = tmp_path / "2026-11-24" / name
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "config.yaml").write_text("optimizer: {lr: 0.001}\n" if training else "seed: 1\n")
+        if checkpoint:
+            (folder / "checkpoints").mkdir()
+            (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
+        return folder
+
+    run("10-00-00")
+    later = run("10-00-00_1")
+    run("11-00-00", training=False, checkpoint=False)  # an evaluation run: not resumable, not in the way
+    assert latest_run_dir(tmp_path) == later
+    run("12-00-00", checkpoint=False)
+    with pytest.raises(ConfigError, match=r"the newest run, .*12-00-00, has no checkpoint yet"):
+        latest_run_dir(tmp_path)

@@ -8,7 +8,7 @@ from lightning.fabric.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from mnist_cnn.errors import CheckpointError
-from mnist_cnn.files import atomic_path
+from mnist_cnn.files import save_torch
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -72,5 +72,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
-        with atomic_path(Path(path)) as tmp:
-            torch.save(checkpoint, tmp)
+        save_torch(checkpoint, Path(path))

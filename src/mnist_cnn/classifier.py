@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -66,7 +67,7 @@ class MNISTClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, preds, labels = self._step(batch)
-        if not torch.isfinite(loss):  # before backward: the weights, and so every checkpoint, stay finite
+        if self._checks_loss_this_step() and not torch.isfinite(loss):  # before backward: weights stay finite
             raise TrainingDivergedError(
                 f"training diverged: the loss is {loss.item()} at step {self.global_step} (epoch "
                 f"{self.current_epoch}, batch {batch_idx}); stopped before that update, checkpoints kept as they were"
@@ -78,6 +79,11 @@ class MNISTClassifier(L.LightningModule):
         if self._logger_writes_this_step():
             self.log("train/loss_step", loss, prog_bar=True)
         return loss
+
+    def _checks_loss_this_step(self) -> bool:
+        # Reading the loss on the host makes a GPU wait, so there it is read on logging steps only; between
+        # them a non-finite update is still caught when a checkpoint is saved (on_save_checkpoint).
+        return self.device.type == "cpu" or self._logger_writes_this_step()
 
     def _logger_writes_this_step(self) -> bool:
         every = self.trainer.log_every_n_steps
@@ -132,16 +138,21 @@ class MNISTClassifier(L.LightningModule):
         if broken:
             raise TrainingDivergedError(f"training diverged: non-finite weights in {', '.join(broken[:3])}; not saved")
         checkpoint[RNG_STATE_KEY] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            checkpoint[RNG_STATE_KEY]["cuda"] = torch.cuda.get_rng_state_all()
+        if self.device.type == "cuda":
+            checkpoint[RNG_STATE_KEY]["cuda"] = torch.cuda.get_rng_state(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the RNG state, so a resumed run draws the same batches and augmentations."""
+        """When resuming a fit, restore the RNG state, so the run shuffles as it would have.
+
+        Only then: loading weights to test or predict must not reset the caller's random state.
+        """
+        if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return
         states = checkpoint.get(RNG_STATE_KEY) or {}
         if "torch" in states:
             torch.set_rng_state(states["torch"])
-        if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states["cuda"])
+        if "cuda" in states and self.device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda"], self.device)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())

@@ -62,4 +62,5 @@ def _disk_error_in(error: BaseException | None) -> UserError | None:
         error = error.__cause__ or error.__context__
     if error is None:
         return None
-    return UserError(f"cannot write {error.filename or 'a result file'}: {error.strerror}")
+    action = "cannot write" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "no permission for"
+    return UserError(f"{action} {error.filename or 'a result file'}: {error.strerror}")

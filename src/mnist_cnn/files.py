@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -20,6 +22,21 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise OSError(error.errno, error.strerror, str(path)) from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """`torch.save` to `path` atomically and durably.
+
+    Through a Python file object, so that a full disk raises `OSError` (ENOSPC) rather than torch's errno-less
+    `RuntimeError`; synced before the rename, so that a power cut cannot leave a renamed but empty file.
+    """
+    try:
+        with atomic_path(path) as tmp, tmp.open("wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as error:  # writes through a file object name no file: name the one asked for
+        raise OSError(error.errno, error.strerror, str(path)) from error
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -41,12 +41,28 @@ def has_checkpoint(run_dir: Path) -> bool:
     return any((run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
 
 
+def resume_is_off(resume: bool | str | None) -> bool:
+    return resume in (None, False, "false", "False", "")
+
+
+def is_training_run(run_dir: Path) -> bool:
+    """A folder `mnist-cnn-train` made (evaluation runs have no optimizer in their config)."""
+    config = run_dir / ".hydra" / "config.yaml"
+    return config.is_file() and "optimizer" in OmegaConf.load(config)
+
+
 def latest_run_dir(root: Path) -> Path:
-    """The run under `root/<date>/<time>` whose newest checkpoint is the newest of all."""
-    runs = [path for path in root.glob("*/*") if path.parent.name != "multirun" and has_checkpoint(path)]
+    """The newest training run under `root/<date>/<time>`; it must have a checkpoint to resume from."""
+    runs = [path for path in root.glob("*/*") if path.parent.name != "multirun" and is_training_run(path)]
     if not runs:
-        raise ConfigError(f"resume=true found no run with checkpoints under {root}/")
-    return max(runs, key=lambda run: max(ckpt.stat().st_mtime for ckpt in (run / CHECKPOINT_DIR).glob("*.ckpt")))
+        raise ConfigError(f"resume=true found no training run under {root}/")
+    newest = max(runs, key=lambda run: (run.parent.name, run.name.split("_")[0], int(run.name.partition("_")[2] or 0)))
+    if not has_checkpoint(newest):
+        raise ConfigError(
+            f"resume=true: the newest run, {newest}, has no checkpoint yet (stopped before its first one?); "
+            f"resume=<run folder> resumes another"
+        )
+    return newest
 
 
 def resolve_run_dir(root: str, resume: bool | str | None) -> str:
@@ -56,7 +72,7 @@ def resolve_run_dir(root: str, resume: bool | str | None) -> str:
 
 
 def _run_dir(root: str, resume: bool | str | None) -> str:
-    if resume in (None, False, "false", ""):
+    if resume_is_off(resume):
         return str(claim_new_run_dir(Path(root)))
     if resume is True or resume == "true":
         return str(latest_run_dir(Path(root)))
@@ -68,7 +84,7 @@ def _run_dir(root: str, resume: bool | str | None) -> str:
 
 def hydra_subdir(resume: bool | str | None) -> str:
     """Where Hydra records a run's config: `.hydra`, or for a resumed run a new folder inside it."""
-    if resume in (None, False, "false", ""):
+    if resume_is_off(resume):
         return ".hydra"
     return f".hydra/resumed-{datetime.now():%Y-%m-%d_%H-%M-%S}"
 

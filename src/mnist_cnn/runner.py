@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -14,7 +13,7 @@ from mnist_cnn.checkpoint import AtomicCheckpointIO
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import count_parameters
 from mnist_cnn.confusion import save_confusion_matrix
-from mnist_cnn.files import atomic_path, write_json
+from mnist_cnn.files import save_torch, write_json
 from mnist_cnn.run_dir import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,10 @@ def to_dict(node: Any) -> Any:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     # In config order: the first ModelCheckpoint (`model_checkpoint`) is the one whose best model is tested.
-    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    chosen = cfg.get("callbacks") or {}
+    callbacks = [
+        instantiate(chosen[name]) for name in chosen if not OmegaConf.is_missing(chosen, name) and chosen[name]
+    ]
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
 
 
@@ -71,8 +73,7 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
         return results
     output_dir = Path(cfg.paths.output_dir)
     weights_path = Path(cfg.export_path)
-    with atomic_path(weights_path) as tmp:
-        torch.save(module.net.state_dict(), tmp)
+    save_torch(module.net.state_dict(), weights_path)
     if module.test_confusion_counts is not None:
         save_confusion_matrix(module.test_confusion_counts, output_dir)
     metrics = {

@@ -9,6 +9,7 @@ Batches are built in the main process (the tensor data path has no workers), and
 from loaders without a length, so every batch handed out when a checkpoint is saved has been trained on.
 """
 
+import hashlib
 from collections.abc import Iterator, Sized
 from typing import Any
 
@@ -25,8 +26,9 @@ class SeededBatch(list):
 
 
 def batch_seed(*parts: int) -> int:
-    """A 63-bit seed mixed from the epoch's seed, the rank and the batch number."""
-    return hash(tuple(parts)) & (2**63 - 1)
+    """A 63-bit seed mixed from the epoch's shuffle seed, the epoch, the rank and the batch number."""
+    digest = hashlib.blake2b(b"".join(part.to_bytes(8, "little", signed=True) for part in parts), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
 
 
 class ResumableRandomSampler(Sampler[int]):
@@ -35,7 +37,12 @@ class ResumableRandomSampler(Sampler[int]):
     def __init__(self, data_source: Sized) -> None:
         self.size = len(data_source)
         self.seed: int | None = None
+        self.epoch = 0
         self._restored_seed: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.size
@@ -64,30 +71,40 @@ class ResumableBatchSampler(BatchSampler):
     def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool) -> None:
         super().__init__(sampler, batch_size, drop_last)
         self.handed_out = 0
-        self._skip = 0
+        self._restored: dict[str, Any] | None = None
 
     def __iter__(self) -> Iterator[SeededBatch]:
-        skip, self._skip = self._skip, 0
+        skip = self._take_restored_position()
         self.handed_out = 0
         for number, batch in enumerate(super().__iter__()):
             self.handed_out = number + 1
             if number >= skip:
                 yield SeededBatch(batch, batch_seed(*self._epoch_identity(), number))
 
+    def _take_restored_position(self) -> int:
+        """Batches to skip: those a checkpoint of this same epoch had used (an epoch-end one: none)."""
+        state, self._restored = self._restored, None
+        if not state or not state["batches_used"] or state["epoch"] != self._epoch():
+            return 0
+        if hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(state["sampler"])  # replay that epoch's order
+        return state["batches_used"]
+
+    def _epoch(self) -> int:
+        return getattr(self.sampler, "epoch", 0)
+
     def _epoch_identity(self) -> tuple[int, int, int]:
         """(shuffle seed, epoch, rank): ours, or a DistributedSampler's when Lightning swapped one in for DDP."""
         sampler = self.sampler
-        return (getattr(sampler, "seed", None) or 0, getattr(sampler, "epoch", 0), getattr(sampler, "rank", 0))
+        return (getattr(sampler, "seed", None) or 0, self._epoch(), getattr(sampler, "rank", 0))
 
     def state_dict(self) -> dict[str, Any]:
-        used = 0 if self.handed_out >= len(self) else self.handed_out  # a finished epoch: the next starts afresh
+        used = 0 if self.handed_out >= len(self) else self.handed_out
         sampler = self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else {}
-        return {"batches_used": used, "sampler": sampler}
+        return {"epoch": self._epoch(), "batches_used": used, "sampler": sampler}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._skip = state["batches_used"]
-        if self._skip and hasattr(self.sampler, "load_state_dict"):  # mid-epoch: replay that epoch's order
-            self.sampler.load_state_dict(state["sampler"])
+        self._restored = state
 
 
 class ResumableDataLoader(DataLoader):

@@ -228,6 +228,73 @@ class CSVLoggerGroupConfig:
     csv: CSVLoggerConfig = field(default_factory=CSVLoggerConfig)
 
 
+# callbacks
+
+
+@dataclass
+class ModelCheckpointConfig:
+    """`lightning.pytorch.callbacks.ModelCheckpoint`."""
+
+    _target_: str = "lightning.pytorch.callbacks.ModelCheckpoint"
+    dirpath: str | None = None
+    filename: str | None = None
+    monitor: str | None = None
+    verbose: bool = False
+    save_last: Any = None  # true, false, null or "link"
+    save_top_k: int = 1
+    save_on_exception: bool = False
+    save_weights_only: bool = False
+    mode: str = "min"
+    auto_insert_metric_name: bool = True
+    every_n_train_steps: int | None = None
+    every_n_epochs: int | None = None
+    save_on_train_epoch_end: bool | None = None
+    enable_version_counter: bool = True
+
+
+@dataclass
+class LearningRateMonitorConfig:
+    """`lightning.pytorch.callbacks.LearningRateMonitor`."""
+
+    _target_: str = "lightning.pytorch.callbacks.LearningRateMonitor"
+    logging_interval: str | None = None
+    log_momentum: bool = False
+    log_weight_decay: bool = False
+
+
+@dataclass
+class ExactModelSummaryConfig:
+    """`mnist_cnn.callbacks.ExactModelSummary`."""
+
+    _target_: str = "mnist_cnn.callbacks.ExactModelSummary"
+    max_depth: int = 1
+
+
+@dataclass
+class TQDMProgressBarConfig:
+    """`lightning.pytorch.callbacks.TQDMProgressBar`."""
+
+    _target_: str = "lightning.pytorch.callbacks.TQDMProgressBar"
+    refresh_rate: int = 1
+    process_position: int = 0
+    leave: bool = False
+
+
+@dataclass
+class CallbacksConfig:
+    """callbacks=...: each option fills some of these slots; an unfilled or null slot adds no callback.
+
+    Unfilled slots are MISSING rather than null because merging MISSING leaves a value in place: so
+    `callbacks=default`, which merges several options (each extending this schema), keeps all of them.
+    """
+
+    model_checkpoint: ModelCheckpointConfig | None = MISSING
+    periodic_checkpoint: ModelCheckpointConfig | None = MISSING
+    lr_monitor: LearningRateMonitorConfig | None = MISSING
+    model_summary: ExactModelSummaryConfig | None = MISSING
+    progress_bar: TQDMProgressBarConfig | None = MISSING
+
+
 # paths
 
 
@@ -239,12 +306,17 @@ class PathsConfig:
     output_dir: str = MISSING  # the Hydra run folder, set in conf/paths/default.yaml
 
 
+# Each fills its slots of the one CallbacksConfig, so that `callbacks=default` can merge several of them.
+CALLBACK_OPTIONS = ("default", "none", "model_checkpoint", "periodic_checkpoint", "lr_monitor", "model_summary")
+CALLBACK_OPTIONS += ("progress_bar",)
+
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"mnist": MNISTDataConfig, "mnist_pil": MNISTPILDataConfig},
     "model": {"cnn": CNNConfig, "mlp": MLPConfig},
     "optimizer": {"adam": AdamConfig, "adamw": AdamWConfig, "sgd": SGDConfig},
     "scheduler": {"none": NoSchedulerConfig, "cosine": CosineSchedulerConfig, "step": StepSchedulerConfig},
     "trainer": {"default": TrainerConfig},
+    "callbacks": dict.fromkeys(CALLBACK_OPTIONS, CallbacksConfig),
     "logger": {"tensorboard": TensorBoardLoggerGroupConfig, "csv": CSVLoggerGroupConfig},
     "paths": {"default": PathsConfig},
 }

@@ -14,6 +14,7 @@ from mnist_cnn.checkpoint import check_matches, check_resumable, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError, exit_on_user_error
 from mnist_cnn.resume import newest_checkpoint, resumed_config
+from mnist_cnn.run_dir import resume_is_off
 from mnist_cnn.runner import CONFIG_DIR, build_trainer, to_dict, write_results
 
 
@@ -45,7 +46,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg)
-    ckpt_path = newest_checkpoint(Path(cfg.paths.output_dir)) if cfg.get("resume") else cfg.ckpt_path
+    resuming = not resume_is_off(cfg.get("resume"))
+    ckpt_path = newest_checkpoint(Path(cfg.paths.output_dir)) if resuming else cfg.ckpt_path
     if ckpt_path:
         checkpoint = read_checkpoint(ckpt_path)
         check_matches(checkpoint, module, ckpt_path)
@@ -81,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     with exit_on_user_error():
-        return train(resumed_config(cfg) if cfg.get("resume") else cfg)["test_acc"]
+        return train(cfg if resume_is_off(cfg.get("resume")) else resumed_config(cfg))["test_acc"]
 
 
 if __name__ == "__main__":
