@@ -292,9 +292,12 @@ def test_a_full_disk_while_saving_is_one_line(tmp_path: Path, monkeypatch: pytes
     from mnist_cnn import files
     from mnist_cnn.errors import exit_on_user_error
 
+    real_atomic_path = files.atomic_path
+
     @contextmanager
     def to_dev_full(path: Path):
-        yield Path("/dev/full")
+        with real_atomic_path(path):  # its error handling, but the bytes go to a full device
+            yield Path("/dev/full")
 
     monkeypatch.setattr(files, "atomic_path", to_dev_full)
     with pytest.raises(SystemExit) as exit_info, exit_on_user_error():
@@ -323,3 +326,28 @@ def test_resume_picks_the_newest_training_run_and_refuses_one_without_checkpoint
     run("12-00-00", checkpoint=False)
     with pytest.raises(ConfigError, match=r"the newest run, .*12-00-00, has no checkpoint yet"):
         latest_run_dir(tmp_path)
+
+
+def test_resume_skips_an_unreadable_checkpoint(tmp_path: Path) -> None:
+    from mnist_cnn.resume import newest_checkpoint
+
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    good = checkpoints / "step_000005.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"net": {}}, "global_step": 5}, good)
+    time.sleep(0.01)
+    (checkpoints / "step_000010.ckpt").write_bytes(b"truncated")  # newer, but unreadable
+    assert newest_checkpoint(tmp_path) == good
+
+
+def test_resume_with_the_csv_logger_keeps_the_earlier_metrics(mnist_root: Path, tmp_path: Path) -> None:
+    overrides = [*RESUMABLE, "trainer.max_epochs=1", "trainer.limit_train_batches=4", "logger=csv"]
+    first = run_cli("train", *overrides, f"paths.data_dir={mnist_root}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = single_run_dir(tmp_path)
+    earlier = (run_dir / "csv" / "metrics.csv").read_text()
+    resumed = run_cli("train", "resume=true", "trainer.max_epochs=2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (run_dir / "csv" / "metrics.csv").read_text() == earlier
+    (later,) = (run_dir / "csv").glob("resumed-*/metrics.csv")
+    assert "epoch" in later.read_text() and metrics_of(run_dir)["epochs"] == 2

@@ -30,13 +30,10 @@ def save_torch(obj: Any, path: Path) -> None:
     Through a Python file object, so that a full disk raises `OSError` (ENOSPC) rather than torch's errno-less
     `RuntimeError`; synced before the rename, so that a power cut cannot leave a renamed but empty file.
     """
-    try:
-        with atomic_path(path) as tmp, tmp.open("wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-    except OSError as error:  # writes through a file object name no file: name the one asked for
-        raise OSError(error.errno, error.strerror, str(path)) from error
+    with atomic_path(path) as tmp, tmp.open("wb") as file:  # atomic_path names `path` in any OSError
+        torch.save(obj, file)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -1,13 +1,17 @@
 """`resume=true`: continue a run in its own folder, with its own saved config, from its newest checkpoint."""
 
+import logging
+from datetime import datetime
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_cnn.errors import ConfigError
+from mnist_cnn.checkpoint import read_checkpoint
+from mnist_cnn.errors import CheckpointError, ConfigError
 from mnist_cnn.run_dir import CHECKPOINT_DIR
+
+log = logging.getLogger(__name__)
 
 # What a resumed run may change: how long it trains, where data lives, which hardware and how it reports.
 RESUME_OVERRIDABLE = (
@@ -26,17 +30,24 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise ConfigError(f"resume: {run_dir} has no saved config ({saved})")
-    overrides = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") != "resume"]
-    refused = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in RESUME_OVERRIDABLE]
+    overrides = {_key(o): o for o in HydraConfig.get().overrides.task if _key(o) != "resume"}
+    refused = [override for key, override in overrides.items() if key not in RESUME_OVERRIDABLE]
     if refused:
         allowed = ", ".join(RESUME_OVERRIDABLE[1:])
         raise ConfigError(f"resume continues a run with its own config; it accepts only {allowed} (got {refused[0]})")
     original = OmegaConf.load(saved)
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
+    for key in overrides:
         OmegaConf.update(original, key, OmegaConf.select(cfg, key), force_add=True)
+    if OmegaConf.select(original, "logger.csv"):  # Lightning's CSVLogger would delete the earlier metrics.csv
+        original.logger.csv.version = f"resumed-{datetime.now():%Y-%m-%d_%H-%M-%S}"
     original.resume = True
+    log.info("resuming %s", run_dir)
     return original
+
+
+def _key(override: str) -> str:
+    """`trainer.max_epochs` from `trainer.max_epochs=10` (or `+...`, `~...`)."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def newest_checkpoint(run_dir: Path) -> Path:
@@ -44,7 +55,12 @@ def newest_checkpoint(run_dir: Path) -> Path:
     candidates = sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt"), key=lambda path: path.stat().st_mtime)
     if not candidates:
         raise ConfigError(f"resume: no checkpoints in {run_dir / CHECKPOINT_DIR}")
-    steps = {
-        path: torch.load(path, map_location="cpu", weights_only=True).get("global_step", -1) for path in candidates
-    }
-    return max(reversed(candidates), key=lambda path: steps[path])  # of equal steps, the newest file
+    steps = {}
+    for path in candidates:
+        try:
+            steps[path] = read_checkpoint(path).get("global_step", -1)
+        except CheckpointError as error:  # e.g. a file some other tool truncated: resume from the others
+            log.warning("skipping %s", error)
+    if not steps:
+        raise ConfigError(f"resume: no readable checkpoint in {run_dir / CHECKPOINT_DIR}")
+    return max(reversed(list(steps)), key=steps.get)  # of equal steps, the newest file
