@@ -3,9 +3,10 @@
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 
-from mnist_cnn.sweep_summary import main
+from mnist_cnn.sweep_summary import main, summarize, swept_values
 
 
 def make_job(sweep: Path, number: int, overrides: list[str], metrics: dict | None) -> None:
@@ -36,3 +37,23 @@ def test_seeds_are_grouped_and_a_failed_job_is_reported(tmp_path: Path, capsys: 
 def test_a_folder_without_jobs_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="holds no Hydra job folders"):
         main([str(tmp_path)])
+
+
+def test_statuses_come_from_status_json_and_the_plot_shows_every_swept_key(tmp_path: Path) -> None:
+    make_job(tmp_path, 0, ["optimizer=adam", "optimizer.lr=0.001", "seed=1"], metrics(0.97, 10.0))
+    make_job(tmp_path, 1, ["optimizer=sgd", "optimizer.lr=0.1", "seed=2"], None)
+    (tmp_path / "1" / "status.json").write_text(json.dumps({"status": "pruned", "error": "Trial was pruned"}))
+    make_job(tmp_path, 2, ["optimizer=sgd", "optimizer.lr=0.01", "seed=3"], metrics(0.98, 10.0))
+    runs = summarize(tmp_path)
+    assert [run["status"] for run in runs] == ["ok", "pruned", "ok"]
+    assert runs[1]["error"] == "Trial was pruned"
+    assert swept_values(runs) == {"optimizer": ["adam", "sgd", "sgd"], "optimizer.lr": ["0.001", "0.1", "0.01"]}
+    image = plt.imread(tmp_path / "runs.png")
+    assert image.shape[1] > image.shape[0] * 1.5  # one panel per swept key, side by side
+
+
+def test_nothing_swept_means_no_plot(tmp_path: Path) -> None:
+    make_job(tmp_path, 0, ["seed=1"], metrics(0.97, 10.0))
+    make_job(tmp_path, 1, ["seed=2"], metrics(0.98, 10.0))
+    summarize(tmp_path)
+    assert (tmp_path / "runs.md").is_file() and not (tmp_path / "runs.png").exists()

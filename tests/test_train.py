@@ -144,7 +144,9 @@ def test_multirun_gives_every_run_its_own_folder_and_tensorboard(mnist_root: Pat
     learning_rates = []
     for run in runs:
         assert metrics_of(run)["parameters"] == 17_066
-        assert "test/acc" in read_events(run / "tensorboard").Tags()["scalars"]
+        (board,) = (run / "tensorboard").iterdir()  # one TensorBoard run per job, named by its own overrides
+        assert board.name == f"optimizer.lr={('0.001', '0.003')[int(run.name)]}"
+        assert "test/acc" in read_events(board).Tags()["scalars"]
         learning_rates.append((run / ".hydra" / "overrides.yaml").read_text().count("optimizer.lr=0.003"))
     assert learning_rates == [0, 1]
 

@@ -158,5 +158,10 @@ class MNISTClassifier(L.LightningModule):
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
-        scheduler = instantiate(self.hparams.scheduler, optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        settings = dict(self.hparams.scheduler)
+        interval = settings.pop("interval", "epoch")  # when Lightning steps it: each "epoch" or each "step"
+        if "total_steps" in settings and settings["total_steps"] is None:
+            # Schedules over the whole run (one-cycle) need its optimizer steps, known once a Trainer is attached.
+            settings["total_steps"] = max(1, self.trainer.estimated_stepping_batches) if self._trainer else 100
+        scheduler = instantiate(settings, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_cnn.checkpoint import read_checkpoint
 from mnist_cnn.errors import CheckpointError, ConfigError
 from mnist_cnn.run_dir import CHECKPOINT_DIR
+from mnist_cnn.run_record import RESOLVED_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
         allowed = ", ".join(RESUME_OVERRIDABLE[1:])
         raise ConfigError(f"resume continues a run with its own config; it accepts only {allowed} (got {refused[0]})")
     original = OmegaConf.load(saved)
+    resolved = saved.with_name(RESOLVED_CONFIG)
+    if resolved.is_file():  # the seed this run used (a multirun job derives its own: `${job_seed:...}`)
+        original.seed = OmegaConf.load(resolved).seed
     for key in overrides:
         OmegaConf.update(original, key, OmegaConf.select(cfg, key), force_add=True)
     if OmegaConf.select(original, "logger.csv"):  # Lightning's CSVLogger would delete the earlier metrics.csv

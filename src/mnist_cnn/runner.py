@@ -5,21 +5,27 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.checkpoint import AtomicCheckpointIO
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import count_parameters
 from mnist_cnn.confusion import save_confusion_matrix
+from mnist_cnn.errors import ConfigError
 from mnist_cnn.files import save_torch, write_json
 from mnist_cnn.run_dir import register_resolvers
+from mnist_cnn.sweep import in_multirun
+from mnist_cnn.sweep import register_resolvers as register_sweep_resolvers
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 register_resolvers()  # conf/hydra/default.yaml names run folders with them
+register_sweep_resolvers()  # seeds, threads and TensorBoard names of multirun jobs
 
 
 def to_dict(node: Any) -> Any:
@@ -35,6 +41,22 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         instantiate(chosen[name]) for name in chosen if not OmegaConf.is_missing(chosen, name) and chosen[name]
     ]
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+
+
+def check_launch(trainer: L.Trainer) -> None:
+    """Refuse, before anything starts, a strategy that would re-run the command line per process inside a sweep.
+
+    Lightning's `ddp` starts its other processes by running the same command again (Lightning issue 11300):
+    inside a Hydra multirun that command is the whole sweep. Where a cluster starts the processes (SLURM,
+    torchrun), nothing is re-run, and a sweep is fine.
+    """
+    relaunches = isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
+    if relaunches and not trainer.strategy.cluster_environment.creates_processes_externally and in_multirun():
+        raise ConfigError(
+            f"trainer.strategy={trainer.strategy.strategy_name} starts its processes by running the command "
+            "again, which inside a multirun (-m) is the whole sweep. Use trainer.strategy=ddp_spawn, "
+            "hydra/launcher=submitit_slurm (one task per device), or one command per configuration"
+        )
 
 
 def _hparams(cfg: DictConfig, module: MNISTClassifier) -> dict[str, Any]:
@@ -81,20 +103,21 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
         "parameters": count_parameters(module.net),
         "augment_eval": bool(cfg.data.augment_eval),
         "seed": cfg.seed,
+        "threads": torch.get_num_threads(),
         "weights": str(weights_path),
     }
     final = {key: results.get(key) for key in ("test_acc", "test_loss", "val_acc_best")}
     log_final_metrics(trainer, _hparams(cfg, module), final)
     write_json(output_dir / "metrics.json", metrics)
-    summary = " ".join(f"{key}={_format(value)}" for key, value in metrics.items())
+    summary = " ".join(f"{key}={_format(key, value)}" for key, value in metrics.items())
     log.info("summary: %s", summary)
     print(f"mnist-cnn: {summary} run_dir={output_dir}")
     return metrics
 
 
-def _format(value: Any) -> str:
+def _format(key: str, value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and key != "seed":
         return f"{value:,}"
     return str(value)

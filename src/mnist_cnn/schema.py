@@ -144,6 +144,21 @@ class StepSchedulerConfig:
     gamma: float = 0.1
 
 
+@dataclass
+class OneCycleSchedulerConfig:
+    """scheduler=onecycle: `torch.optim.lr_scheduler.OneCycleLR`, stepped every optimizer step."""
+
+    _target_: str = "torch.optim.lr_scheduler.OneCycleLR"
+    interval: str = "step"
+    max_lr: float = MISSING
+    total_steps: int | None = None  # null: the run's own number of optimizer steps
+    pct_start: float = 0.3
+    anneal_strategy: str = "cos"
+    div_factor: float = 25.0
+    final_div_factor: float = 1.0e4
+    cycle_momentum: bool = True
+
+
 # trainer
 
 
@@ -281,6 +296,18 @@ class TQDMProgressBarConfig:
 
 
 @dataclass
+class OptunaPruningConfig:
+    """`mnist_cnn.pruning.OptunaPruning`, added by conf/hparams_search/optuna.yaml."""
+
+    _target_: str = "mnist_cnn.pruning.OptunaPruning"
+    storage: str = MISSING
+    study_name: str = MISSING
+    trial_id: int | None = None
+    pruner: Any = None  # an optuna.pruners node
+    monitor: str = "val/acc"
+
+
+@dataclass
 class CallbacksConfig:
     """callbacks=...: each option fills some of these slots; an unfilled or null slot adds no callback.
 
@@ -293,6 +320,7 @@ class CallbacksConfig:
     lr_monitor: LearningRateMonitorConfig | None = MISSING
     model_summary: ExactModelSummaryConfig | None = MISSING
     progress_bar: TQDMProgressBarConfig | None = MISSING
+    optuna_pruning: OptunaPruningConfig | None = MISSING
 
 
 # paths
@@ -314,7 +342,12 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"mnist": MNISTDataConfig, "mnist_pil": MNISTPILDataConfig},
     "model": {"cnn": CNNConfig, "mlp": MLPConfig},
     "optimizer": {"adam": AdamConfig, "adamw": AdamWConfig, "sgd": SGDConfig},
-    "scheduler": {"none": NoSchedulerConfig, "cosine": CosineSchedulerConfig, "step": StepSchedulerConfig},
+    "scheduler": {
+        "none": NoSchedulerConfig,
+        "cosine": CosineSchedulerConfig,
+        "step": StepSchedulerConfig,
+        "onecycle": OneCycleSchedulerConfig,
+    },
     "trainer": {"default": TrainerConfig},
     "callbacks": dict.fromkeys(CALLBACK_OPTIONS, CallbacksConfig),
     "logger": {"tensorboard": TensorBoardLoggerGroupConfig, "csv": CSVLoggerGroupConfig},

@@ -1,33 +1,46 @@
-"""`mnist-cnn-summary <multirun folder>`: one table of a sweep's runs, and one per setting over seeds.
+"""`mnist-cnn-summary <multirun folder>`: one table of a sweep's runs, one per setting over seeds, and a plot.
 
-Writes `runs.csv`/`runs.md` (every job: overrides, status, accuracies, parameters, seconds) and
+Writes `runs.csv`/`runs.md` (every job: overrides, status, accuracies, parameters, seconds, error),
 `settings.csv`/`settings.md` (jobs grouped by their overrides other than `seed`: mean and standard
-deviation of test accuracy, mean seconds) into the sweep folder, and prints the settings table.
+deviation of test accuracy, mean seconds) and `runs.png` (accuracy against each swept value) into the
+sweep folder, and prints the settings table. Every multirun runs it when it ends (`SweepSummary`).
 """
 
 import argparse
 import csv
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.files import atomic_path
+from mnist_cnn.sweep import STATUS_FILE
 
-RUN_COLUMNS = ["job", "overrides", "status", "test_acc", "val_acc_best", "parameters", "train_seconds"]
+METRIC_COLUMNS = ["test_acc", "val_acc_best", "parameters", "train_seconds", "seed"]
+RUN_COLUMNS = ["job", "overrides", "status", *METRIC_COLUMNS, "error"]
 SETTING_COLUMNS = ["setting", "runs", "parameters", "test_acc_mean", "test_acc_std", "train_seconds_mean"]
 
 
 def read_run(job_dir: Path) -> dict[str, Any]:
-    """One job's overrides and final metrics; status 'failed' when it left no metrics.json."""
+    """One job's overrides, status ('ok', 'failed', 'pruned') and final metrics.
+
+    A job with neither `status.json` nor `metrics.json` was killed or is still running: 'failed'.
+    """
     overrides = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")) or []
-    metrics_path = job_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    row = {"job": job_dir.name, "overrides": " ".join(overrides), "status": "ok" if metrics else "failed"}
-    return row | {column: metrics.get(column) for column in RUN_COLUMNS[3:]}
+    metrics = _read_json(job_dir / "metrics.json")
+    status = _read_json(job_dir / STATUS_FILE) or {"status": "ok" if metrics else "failed", "error": None}
+    row = {"job": job_dir.name, "overrides": " ".join(overrides), "status": status["status"]}
+    return row | {column: metrics.get(column) for column in METRIC_COLUMNS} | {"error": status.get("error")}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def read_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -42,7 +55,7 @@ def group_by_setting(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     shared = set.intersection(*(set(run["overrides"].split()) for run in runs))
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        if run["status"] == "ok":
+        if run["status"] == "ok" and run["test_acc"] is not None:
             parts = run["overrides"].split()
             setting = " ".join(part for part in parts if part not in shared and not part.startswith("seed="))
             groups[setting].append(run)
@@ -81,18 +94,90 @@ def write_tables(rows: list[dict[str, Any]], columns: list[str], stem: Path) -> 
     return markdown
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. outputs/multirun/<date>/<time>")
-    sweep_dir = parser.parse_args(argv).sweep_dir
+def swept_values(runs: list[dict[str, Any]]) -> dict[str, list[str | None]]:
+    """Per override key whose value differs between runs (seed aside): every run's value, None where unset."""
+    per_run = [dict(part.split("=", 1) for part in run["overrides"].split() if "=" in part) for run in runs]
+    keys = dict.fromkeys(key for overrides in per_run for key in overrides)
+    values = {key: [overrides.get(key) for overrides in per_run] for key in keys if key.lstrip("+~") != "seed"}
+    return {key: column for key, column in values.items() if len(set(column)) > 1}
+
+
+def plot_runs(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """`runs.png`: val and test accuracy of the finished runs against each swept value; None if nothing varies."""
+    swept = swept_values(runs)
+    if not swept:
+        return None
+    fig = Figure(figsize=(4.5 * len(swept), 4), layout="constrained")
+    for ax, (key, column) in zip(fig.subplots(1, len(swept), squeeze=False)[0], swept.items(), strict=True):
+        _scatter(ax, key, column, runs)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def _scatter(ax: Any, key: str, column: list[str | None], runs: list[dict[str, Any]]) -> None:
+    numbers = [_number(value) for value in column]
+    numeric = all(number is not None for number in numbers)
+    categories = sorted({str(value) for value in column})
+    xs = numbers if numeric else [categories.index(str(value)) for value in column]
+    for metric, marker in (("val_acc_best", "o"), ("test_acc", "x")):
+        points = [(x, run[metric]) for x, run in zip(xs, runs, strict=True) if run[metric] is not None]
+        if points:
+            ax.scatter(*zip(*points, strict=True), marker=marker, label=metric)
+    if ax.collections:
+        ax.legend()
+    if numeric and min(numbers) > 0 and max(numbers) / min(numbers) >= 20:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+    ax.set_xlabel(key)
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Write the tables and plot of a sweep folder, print the settings table; return the runs."""
     if not sweep_dir.is_dir():
         raise SystemExit(f"error: {sweep_dir} is not a folder")
     runs = read_sweep(sweep_dir)
     write_tables(runs, RUN_COLUMNS, sweep_dir / "runs")
+    plot_runs(runs, sweep_dir / "runs.png")
     print(write_tables(group_by_setting(runs), SETTING_COLUMNS, sweep_dir / "settings"), end="")
-    failed = [run["job"] for run in runs if run["status"] != "ok"]
+    failed = [run["job"] for run in runs if run["status"] == "failed"]
     if failed:
-        print(f"failed jobs: {', '.join(failed)}")
+        print(f"failed jobs: {', '.join(failed)} (errors in {sweep_dir / 'runs.md'})")
+    print(f"sweep summary: {sweep_dir / 'runs.md'}")
+    return runs
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summarize a multirun when it ends; exit with status 1 if any job failed.
+
+    The jobs have all run by then: a failed job never stops the others (`mnist_cnn.sweep.run_job`).
+    `fail_on_failed_jobs: false` (hyperparameter searches, where failed trials are part of the search) exits 0.
+    """
+
+    def __init__(self, fail_on_failed_jobs: bool = True) -> None:
+        self.fail_on_failed_jobs = fail_on_failed_jobs
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        runs = summarize(Path(config.hydra.sweep.dir))
+        if self.fail_on_failed_jobs and any(run["status"] == "failed" for run in runs):
+            raise SystemExit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. outputs/multirun/<date>/<time>")
+    summarize(parser.parse_args(argv).sweep_dir)
 
 
 if __name__ == "__main__":

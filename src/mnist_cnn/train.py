@@ -6,6 +6,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -15,7 +16,9 @@ from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError, exit_on_user_error
 from mnist_cnn.resume import newest_checkpoint, resumed_config
 from mnist_cnn.run_dir import resume_is_off
-from mnist_cnn.runner import CONFIG_DIR, build_trainer, to_dict, write_results
+from mnist_cnn.run_record import write_run_record
+from mnist_cnn.runner import CONFIG_DIR, build_trainer, check_launch, to_dict, write_results
+from mnist_cnn.sweep import in_multirun, run_job
 
 
 def build_module(cfg: DictConfig) -> MNISTClassifier:
@@ -41,6 +44,9 @@ def check_epochs(max_epochs: Any) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate everything, fit, test the best checkpoint, export; return the final metrics."""
     check_epochs(cfg.trainer.get("max_epochs"))
+    write_run_record(cfg)
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -54,36 +60,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_resumable(checkpoint, module.hparams, ckpt_path)
 
     trainer = build_trainer(cfg)
+    check_launch(trainer)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - start
     val_acc_best = trainer.callback_metrics.get("val/acc_best")  # test() replaces callback_metrics
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    start = time.perf_counter()
-    (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
-    test_seconds = time.perf_counter() - start
-    return write_results(
-        cfg,
-        trainer,
-        module,
-        {
-            "test_acc": test_metrics["test/acc"],
-            "test_loss": test_metrics["test/loss"],
-            "val_acc_best": float(val_acc_best) if val_acc_best is not None else None,
-            "epochs": trainer.current_epoch,
-            "train_seconds": round(train_seconds, 2),
-            "test_seconds": round(test_seconds, 2),
-            "train_images": len(datamodule.train_set),
-            "test_images": len(datamodule.test_set),
-            "checkpoint": best_path or None,
-        },
-    )
+    results = {
+        "val_acc_best": float(val_acc_best) if val_acc_best is not None else None,
+        "epochs": trainer.current_epoch,
+        "train_seconds": round(train_seconds, 2),
+        "train_images": len(datamodule.train_set),
+        "checkpoint": best_path or None,
+    }
+    if cfg.get("test", True):  # hyperparameter searches set test=false: they select on validation only
+        start = time.perf_counter()
+        (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
+        results["test_seconds"] = round(time.perf_counter() - start, 2)
+        datamodule.setup("test")  # a no-op, except after ddp_spawn, whose processes set up their own copies
+        results["test_images"] = len(datamodule.test_set)
+        results["test_acc"], results["test_loss"] = test_metrics["test/acc"], test_metrics["test/loss"]
+    return write_results(cfg, trainer, module, results)
+
+
+def train_from_config(cfg: DictConfig) -> dict[str, Any]:
+    return train(cfg if resume_is_off(cfg.get("resume")) else resumed_config(cfg))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """One run; in a multirun (`-m`), one job of the sweep, whose failure does not end the sweep."""
+    if in_multirun():
+        return run_job(train_from_config, cfg)
     with exit_on_user_error():
-        return train(cfg if resume_is_off(cfg.get("resume")) else resumed_config(cfg))["test_acc"]
+        return train_from_config(cfg)
 
 
 if __name__ == "__main__":

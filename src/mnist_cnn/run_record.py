@@ -1,0 +1,65 @@
+"""What a run folder keeps so that the run can be repeated exactly: resolved config, versions, git commit.
+
+Hydra already writes `config.yaml` (with interpolations), `overrides.yaml` and `hydra.yaml` into the run's
+`.hydra/` folder; beside them go `resolved_config.yaml` (every value as this run used it) and
+`environment.json` (Python, every installed package's version, the git commit and whether the tree was dirty).
+"""
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_cnn.files import atomic_path, write_json
+
+SOURCE_DIR = Path(__file__).resolve().parent
+RESOLVED_CONFIG = "resolved_config.yaml"
+
+
+def record_dir() -> Path | None:
+    """The run's Hydra output subfolder (`.hydra`), or None where Hydra writes none (a DDP worker process)."""
+    hydra = HydraConfig.get()
+    return None if hydra.output_subdir is None else Path(hydra.runtime.output_dir) / hydra.output_subdir
+
+
+def write_run_record(cfg: DictConfig) -> None:
+    folder = record_dir()
+    if folder is None:
+        return
+    with atomic_path(folder / RESOLVED_CONFIG) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(folder / "environment.json", environment())
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "command": sys.argv,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git": git_state(),
+        "packages": {dist.metadata["Name"]: dist.version for dist in sorted_distributions()},
+    }
+
+
+def sorted_distributions() -> list[metadata.Distribution]:
+    return sorted(metadata.distributions(), key=lambda dist: (dist.metadata["Name"] or "").lower())
+
+
+def git_state() -> dict[str, Any]:
+    """The commit of the source tree this code runs from, and whether it had uncommitted changes; None outside git."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=SOURCE_DIR, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
