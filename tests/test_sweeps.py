@@ -85,6 +85,16 @@ def test_ddp_inside_a_multirun_is_refused_before_any_job_starts(mnist_root: Path
     assert not list((tmp_path / "outputs" / "multirun").glob("*/*/0"))
 
 
+def test_ddp_spawn_the_advised_alternative_runs_inside_a_multirun(mnist_root: Path, tmp_path: Path) -> None:
+    overrides = [*FAST, f"paths.data_dir={mnist_root}", "trainer=ddp", "trainer.strategy=ddp_spawn"]
+    overrides += ["trainer.accelerator=cpu", "trainer.devices=2", "optimizer.lr=1e-3,2e-3"]
+    result = run_cli("train", "-m", *overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = the_sweep(tmp_path)
+    assert [row["status"] for row in runs_table(sweep)] == ["ok", "ok"]
+    assert all((sweep / job / "checkpoints" / "last.ckpt").is_file() for job in ("0", "1"))
+
+
 def test_the_slurm_launcher_composes_for_a_cluster(tmp_path: Path) -> None:
     result = run_cli("train", "hydra/launcher=submitit_slurm", "trainer=ddp", "--cfg", "hydra", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

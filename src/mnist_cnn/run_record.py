@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.files import atomic_path, write_json
@@ -22,9 +23,11 @@ RESOLVED_CONFIG = "resolved_config.yaml"
 
 
 def record_dir() -> Path | None:
-    """The run's Hydra output subfolder (`.hydra`), or None where Hydra writes none (a DDP worker process)."""
+    """The run's Hydra output subfolder (`.hydra`); None in the processes of a DDP run other than rank 0."""
     hydra = HydraConfig.get()
-    return None if hydra.output_subdir is None else Path(hydra.runtime.output_dir) / hydra.output_subdir
+    if hydra.output_subdir is None or rank_zero_only.rank != 0:  # rank from the environment (torchrun, SLURM)
+        return None
+    return Path(hydra.runtime.output_dir) / hydra.output_subdir
 
 
 def write_run_record(cfg: DictConfig) -> None:

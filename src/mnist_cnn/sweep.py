@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.errors import ConfigError, UserError, exit_on_user_error
 from mnist_cnn.files import write_json
+from mnist_cnn.run_record import record_dir
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def run_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> di
             log.error("job failed: %s", result["error"])
         else:
             log.exception("job failed: %s", result["error"])  # a bug: keep the traceback in the job's log
-    if HydraConfig.get().output_subdir is not None:  # not a DDP worker process
+    if record_dir() is not None:  # rank 0 of a DDP job writes it
         write_json(Path(cfg.paths.output_dir) / STATUS_FILE, {"status": result["status"], "error": result["error"]})
     return result
 
