@@ -132,3 +132,14 @@ def test_chapter_experiment_trains_on_everything_and_augments_the_test_set(tmp_p
 def test_eval_config_composes_and_needs_only_a_checkpoint(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, "ckpt_path=some.ckpt", config="eval")
     assert cfg.ckpt_path == "some.ckpt" and "model" not in cfg and "optimizer" not in cfg
+
+
+def test_tuned_experiment_keeps_the_chapters_network_and_epochs(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "experiment=tuned")
+    default = compose_train(tmp_path)
+    assert cfg.model == default.model and cfg.trainer.max_epochs == 5 and cfg.data.val_size == 5000
+    assert cfg.data.augmentation.flip_p == 0 and cfg.data.augmentation.degrees == 10
+    assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.scheduler._target_.endswith("OneCycleLR")
+    assert cfg.scheduler.max_lr == cfg.optimizer.lr  # the one-cycle peak is the searched lr
+    module_lr = instantiate(cfg.optimizer, params=[torch.zeros(1, requires_grad=True)]).param_groups[0]["lr"]
+    assert module_lr == pytest.approx(0.0124, rel=0.01)

@@ -153,23 +153,28 @@ hydra:
   sweeper:
     sampler:
       _target_: optuna.samplers.GridSampler
-      search_space: {trainer.max_epochs: [-1, 2], data.batch_size: [16, 32]}
+      search_space: {trainer.max_epochs: EPOCHS, data.batch_size: [16, 32]}
       seed: 0
     pruner:
       _target_: optuna.pruners.ThresholdPruner
       lower: 1.1
     params:
-      trainer.max_epochs: {_target_: optuna.distributions.CategoricalDistribution, choices: [-1, 2]}
+      trainer.max_epochs: {_target_: optuna.distributions.CategoricalDistribution, choices: EPOCHS}
       data.batch_size: {_target_: optuna.distributions.CategoricalDistribution, choices: [16, 32]}
 """
 
 
-def grid_search(mnist_root: Path, cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+# The searches below choose data.batch_size themselves: a command-line value for it would be refused.
+SEARCH_FAST = [override for override in FAST if not override.startswith("data.batch_size=")]
+
+
+def grid_search(mnist_root: Path, cwd: Path, *overrides: str, epochs: str = "[-1, 2]") -> subprocess.CompletedProcess:
     conf = cwd / "conf" / "hparams_search"
     conf.mkdir(parents=True, exist_ok=True)
-    (conf / "grid_test.yaml").write_text(GRID_SEARCH)
+    (conf / "grid_test.yaml").write_text(GRID_SEARCH.replace("EPOCHS", epochs))
     search = ["hparams_search=grid_test", f"hydra.searchpath=[file://{cwd}/conf]"]
-    return run_cli("train", "-m", *FAST, f"paths.data_dir={mnist_root}", *search, *overrides, cwd=cwd)
+    fast = [override for override in SEARCH_FAST if not override.startswith("trainer.max_epochs=")]
+    return run_cli("train", "-m", *fast, f"paths.data_dir={mnist_root}", *search, *overrides, cwd=cwd)
 
 
 def study_of(cwd: Path) -> optuna.Study:
@@ -202,6 +207,21 @@ def test_a_search_records_crashed_and_pruned_trials_and_a_rerun_continues_the_st
     assert all(row["error"].startswith("trainer.max_epochs must be an integer >= 0") for row in crashed)
 
 
+def test_a_search_under_ddp_still_records_its_pruned_trials(mnist_root: Path, tmp_path: Path) -> None:
+    ddp = ["trainer=ddp", "trainer.strategy=ddp_spawn", "trainer.accelerator=cpu", "trainer.devices=2"]
+    result = grid_search(mnist_root, tmp_path, "hydra.sweeper.n_trials=1", *ddp, epochs="[2]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (trial,) = study_of(tmp_path).trials
+    assert trial.state == TrialState.PRUNED  # under DDP the callback only stops the fit; we then raise
+    assert [row["status"] for row in runs_table(the_sweep(tmp_path))] == ["pruned"]
+
+
+def test_a_search_refuses_a_command_line_value_for_a_key_it_searches(mnist_root: Path, tmp_path: Path) -> None:
+    result = grid_search(mnist_root, tmp_path, "data.batch_size=64")
+    assert result.returncode == 1
+    assert "'data.batch_size=64' sets a key the search chooses" in result.stderr
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::optuna.exceptions.ExperimentalWarning")  # our ask()
 def test_a_killed_search_reruns_its_interrupted_trial(mnist_root: Path, tmp_path: Path) -> None:
     (tmp_path / "outputs").mkdir()
@@ -223,7 +243,7 @@ def test_a_killed_search_reruns_its_interrupted_trial(mnist_root: Path, tmp_path
 
 
 def test_the_project_search_finds_a_best_trial_that_runs_as_an_experiment(mnist_root: Path, tmp_path: Path) -> None:
-    overrides = [*FAST, f"paths.data_dir={mnist_root}", "hparams_search=optuna", "hydra.sweeper.n_trials=2"]
+    overrides = [*SEARCH_FAST, f"paths.data_dir={mnist_root}", "hparams_search=optuna", "hydra.sweeper.n_trials=2"]
     result = run_cli("train", "-m", *overrides, "data.augmentation.flip_p=0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = the_sweep(tmp_path)

@@ -183,3 +183,23 @@ def test_other_models_train_and_their_checkpoints_evaluate(mnist_root: Path, tmp
     evaluated = metrics_of(single_run_dir(eval_dir))
     assert evaluated["parameters"] == trained["parameters"]
     assert evaluated["test_acc"] == pytest.approx(trained["test_acc"], abs=1e-6)
+
+
+def test_one_cycle_steps_every_batch_over_the_whole_run_and_refuses_a_longer_resume(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    overrides = [*FAST, f"paths.data_dir={mnist_root}", "scheduler=onecycle", "optimizer.lr=0.01", "logger=csv"]
+    result = run_cli("train", *overrides, "trainer.max_epochs=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = single_run_dir(tmp_path)
+    with (run_dir / "csv" / "metrics.csv").open() as file:
+        rates = [float(row["lr-Adam"]) for row in csv.DictReader(file) if row.get("lr-Adam")]
+    assert len(rates) == 8  # 4 batches x 2 epochs, a new rate every batch
+    assert rates[0] == pytest.approx(0.01 / 25) and max(rates) == pytest.approx(0.01, rel=0.05)
+    assert rates[-1] < rates[0] / 100  # annealed to max_lr / (div_factor * final_div_factor) at the last step
+
+    longer = run_cli(
+        "train", *overrides, "trainer.max_epochs=3", f"ckpt_path={run_dir}/checkpoints/last.ckpt", cwd=tmp_path
+    )
+    assert longer.returncode == 2
+    assert "lr schedule is planned for 8 steps, this run has 12" in longer.stderr.strip().splitlines()[-1]

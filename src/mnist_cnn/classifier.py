@@ -13,7 +13,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from mnist_cnn.confusion import confusion_figure
-from mnist_cnn.errors import ConfigError, TrainingDivergedError
+from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from mnist_cnn.idx import IMAGE_SIZE, NUM_CLASSES
 
 RNG_STATE_KEY = "rng_states"
@@ -148,11 +148,22 @@ class MNISTClassifier(L.LightningModule):
         """
         if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
             return
+        self._check_schedule_length(checkpoint)
         states = checkpoint.get(RNG_STATE_KEY) or {}
         if "torch" in states:
             torch.set_rng_state(states["torch"])
         if "cuda" in states and self.device.type == "cuda":
             torch.cuda.set_rng_state(states["cuda"], self.device)
+
+    def _check_schedule_length(self, checkpoint: dict[str, Any]) -> None:
+        """A one-cycle schedule restored from a checkpoint keeps its planned steps: a longer run would crash late."""
+        for state in checkpoint.get("lr_schedulers") or []:
+            planned, steps = state.get("total_steps"), self.trainer.estimated_stepping_batches
+            if planned is not None and planned != steps:
+                raise CheckpointError(
+                    f"the checkpoint's lr schedule is planned for {planned} steps, this run has {steps}: "
+                    "resume with the same trainer.max_epochs and batch size"
+                )
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())

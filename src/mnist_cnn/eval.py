@@ -11,6 +11,7 @@ from mnist_cnn.checkpoint import check_matches, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError, exit_on_user_error
 from mnist_cnn.runner import CONFIG_DIR, build_trainer, write_results
+from mnist_cnn.sweep import in_multirun, run_job
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -32,9 +33,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """One evaluation; in a multirun (`-m`), one job of the sweep, whose failure does not end the sweep."""
+    if in_multirun():
+        return run_job(evaluate, cfg)
     with exit_on_user_error():
-        return evaluate(cfg)["test_acc"]
+        return evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Optuna's Lightning pruning callback, for a trial that runs as its own Hydra job (maybe its own process)."""
 
 import optuna
+from lightning import Trainer
 from optuna_integration import PyTorchLightningPruningCallback
 
 from mnist_cnn.errors import ConfigError
@@ -27,3 +28,14 @@ class OptunaPruning(PyTorchLightningPruningCallback):
             raise ConfigError("hparams_search runs an Optuna study: start it as a multirun (mnist-cnn-train -m ...)")
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
         super().__init__(optuna.trial.Trial(study, trial_id), monitor=monitor)
+
+
+def raise_if_pruned(trainer: Trainer) -> None:
+    """Raise `optuna.TrialPruned` after a fit that Optuna pruned.
+
+    In one process the callback raises by itself; under DDP it only stops the fit, and Optuna's documented
+    step is this call to `check_pruned` after `fit`.
+    """
+    for callback in trainer.callbacks:
+        if isinstance(callback, OptunaPruning):
+            callback.check_pruned()

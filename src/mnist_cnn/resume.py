@@ -38,8 +38,13 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"resume continues a run with its own config; it accepts only {allowed} (got {refused[0]})")
     original = OmegaConf.load(saved)
     resolved = saved.with_name(RESOLVED_CONFIG)
-    if resolved.is_file():  # the seed this run used (a multirun job derives its own: `${job_seed:...}`)
-        original.seed = OmegaConf.load(resolved).seed
+    if resolved.is_file():  # as this run used them: a multirun job's seed and TensorBoard run are its own
+        used = OmegaConf.load(resolved)
+        original.seed = used.seed
+        if OmegaConf.select(original, "logger.tensorboard"):
+            original.logger.tensorboard.version = used.logger.tensorboard.version
+    if OmegaConf.select(original, "callbacks.optuna_pruning"):  # a resumed trial reports to no study
+        original.callbacks.optuna_pruning = None
     for key in overrides:
         OmegaConf.update(original, key, OmegaConf.select(cfg, key), force_add=True)
     if OmegaConf.select(original, "logger.csv"):  # Lightning's CSVLogger would delete the earlier metrics.csv

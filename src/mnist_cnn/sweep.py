@@ -50,8 +50,9 @@ def job_threads() -> int | None:
     """
     if not in_multirun():
         return None
-    n_jobs = HydraConfig.get().launcher.get("n_jobs")
-    if not n_jobs:
+    hydra = HydraConfig.get()
+    n_jobs = hydra.launcher.get("n_jobs")
+    if not n_jobs or "Optuna" in str(hydra.sweeper.get("_target_")):  # the Optuna sweeper runs one job at a time
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     parallel = n_jobs if n_jobs > 0 else cores + 1 + n_jobs  # joblib: -1 means every core, -2 all but one

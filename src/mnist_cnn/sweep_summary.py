@@ -33,10 +33,21 @@ def read_run(job_dir: Path) -> dict[str, Any]:
     A job with neither `status.json` nor `metrics.json` was killed or is still running: 'failed'.
     """
     overrides = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")) or []
+    hidden = _hidden_keys(job_dir)
+    overrides = [override for override in overrides if override.split("=")[0] not in hidden]
     metrics = _read_json(job_dir / "metrics.json")
     status = _read_json(job_dir / STATUS_FILE) or {"status": "ok" if metrics else "failed", "error": None}
     row = {"job": job_dir.name, "overrides": " ".join(overrides), "status": status["status"]}
     return row | {column: metrics.get(column) for column in METRIC_COLUMNS} | {"error": status.get("error")}
+
+
+def _hidden_keys(job_dir: Path) -> set[str]:
+    """Overrides that say nothing about the model (the data folder, an Optuna trial's id), as Hydra's
+    `hydra.job.config.override_dirname.exclude_keys` lists them in the job's `hydra.yaml`."""
+    saved = job_dir / ".hydra" / "hydra.yaml"
+    if not saved.is_file():
+        return set()
+    return set(OmegaConf.select(OmegaConf.load(saved), "hydra.job.config.override_dirname.exclude_keys") or [])
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -65,7 +76,7 @@ def group_by_setting(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _describe(setting: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     accuracies = [run["test_acc"] for run in runs]
     return {
-        "setting": setting or "(defaults)",
+        "setting": setting or "(the same in every run)",
         "runs": len(runs),
         "parameters": runs[0]["parameters"],
         "test_acc_mean": statistics.mean(accuracies),
@@ -169,7 +180,11 @@ class SweepSummary(Callback):
         self.fail_on_failed_jobs = fail_on_failed_jobs
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        runs = summarize(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not any(sweep_dir.glob("*/.hydra/overrides.yaml")):  # e.g. rerunning a finished Optuna study
+            print(f"sweep summary: no jobs ran in {sweep_dir}")
+            return
+        runs = summarize(sweep_dir)
         if self.fail_on_failed_jobs and any(run["status"] == "failed" for run in runs):
             raise SystemExit(1)
 

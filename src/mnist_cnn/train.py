@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.checkpoint import check_matches, check_resumable, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
@@ -64,6 +64,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - start
+    if OmegaConf.select(cfg, "callbacks.optuna_pruning"):  # imported only then: optuna is slow to import
+        from mnist_cnn.pruning import raise_if_pruned
+
+        raise_if_pruned(trainer)
     val_acc_best = trainer.callback_metrics.get("val/acc_best")  # test() replaces callback_metrics
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = {

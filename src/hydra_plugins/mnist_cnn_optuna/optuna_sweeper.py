@@ -10,8 +10,8 @@ A sweep runs one trial at a time, through whichever Hydra launcher is configured
 for trials in parallel, start the same command several times, on one machine or several, on one storage.
 """
 
-import itertools
 import logging
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,7 +84,6 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        jobs = itertools.count()
 
         def objective(trial: optuna.trial.Trial) -> float:
             values = [f"{key}={suggest(trial, key, distribution)}" for key, distribution in self.params.items()]
@@ -93,19 +92,19 @@ class OptunaSweeper(Sweeper):
                 self.validate_batch_is_legal([overrides])
             except Exception as error:  # one trial's bad combination fails that trial, not the search
                 raise JobFailed(f"its config does not compose: {error}") from error
-            (result,) = self.launcher.launch([overrides], initial_job_idx=next(jobs))
+            # Job number = trial number: folders and derived seeds stay unique across workers and reruns.
+            (result,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
             return self._value(result)
 
         def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            if _counted_trials(study) >= self.n_trials:  # other workers on the study count too
+            if _trials_done_or_running(study) >= self.n_trials:  # other workers on the study count too
                 study.stop()
 
         _quietly(optuna.storages.fail_stale_trials, study)  # a killed sweep's trials: failed, and queued again
-        todo = self.n_trials - _counted_trials(study)
-        if todo > 0:
+        if _trials_done_or_running(study) < self.n_trials:
             with warnings.catch_warnings():  # heartbeats and their retry are marked experimental in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.optimize(objective, n_trials=todo, catch=(JobFailed,), callbacks=[stop_when_done])
+                study.optimize(objective, catch=(JobFailed,), callbacks=[stop_when_done])
         self._report_best(study, fixed, sweep_dir)
         return study
 
@@ -115,6 +114,9 @@ class OptunaSweeper(Sweeper):
         sweeps = [override.input_line for override in parsed if override.is_sweep_override()]
         if sweeps:
             raise ValueError(f"hparams_search chooses the swept values itself; remove {sweeps[0]!r} or use a grid")
+        searched = [override.input_line for override in parsed if override.key_or_group in self.params]
+        if searched:
+            raise ValueError(f"{searched[0]!r} sets a key the search chooses; remove it or narrow the search space")
         return {override.key_or_group: override.value() for override in parsed if not override.is_delete()}
 
     def _value(self, result: JobReturn) -> float:
@@ -146,7 +148,7 @@ class OptunaSweeper(Sweeper):
             direction=self.direction,
             load_if_exists=True,
         )
-        done = _counted_trials(study)
+        done = _trials_done_or_running(study)
         log.info("Optuna study %r in %s: %d of %d trials done", self.study_name, self.storage_url, done, self.n_trials)
         return study
 
@@ -169,8 +171,8 @@ class OptunaSweeper(Sweeper):
         )
 
 
-def _counted_trials(study: optuna.Study) -> int:
-    """Trials finished or running, a trial that failed stale and was queued again counted once."""
+def _trials_done_or_running(study: optuna.Study) -> int:
+    """Trials finished or running (in any worker); one that failed stale and was queued again counts once."""
     trials = study.get_trials(deepcopy=False)
     retried = {_quietly(RetryHeartbeatStaleTrialCallback.retried_trial_number, trial) for trial in trials} - {None}
     running = [trial for trial in trials if trial.state == TrialState.RUNNING]
@@ -190,15 +192,15 @@ def _overrides(params: Mapping[str, Any]) -> list[str]:
 
 
 # Command-line keys that say where and how a search ran, not what it trained.
-NOT_RECIPE = ("hydra", "paths", "callbacks", "hparams_search", "experiment", "trainer.accelerator", "trainer.devices")
+NOT_RECIPE = ("hydra", "paths", "callbacks", "hparams_search", "experiment")
 
 
 def experiment_yaml(
     trial: optuna.trial.FrozenTrial, fixed: dict[str, Any], groups: set[str], objective: str, study_name: str
 ) -> str:
     """The trial as a ready-to-run `conf/experiment/<name>.yaml`: config-group choices, then values."""
-    recipe = {key: value for key, value in fixed.items() if key.split(".")[0] not in NOT_RECIPE}
-    chosen = {key: value for key, value in recipe.items() if key not in NOT_RECIPE} | trial.params
+    recipe = {key: value for key, value in fixed.items() if re.split(r"[./]", key)[0] not in NOT_RECIPE}
+    chosen = recipe | trial.params
     choices = [f"  - override /{key}: {value}" for key, value in chosen.items() if key in groups]
     values = OmegaConf.create()
     for key, value in chosen.items():
