@@ -46,3 +46,12 @@ def test_options_benchmark_reports_every_part(mnist_root: Path, tmp_path: Path) 
     ):
         assert f"### {title}" in stdout
     assert "channels_last + fused Adam (our default)" in stdout and "num_workers=2" in stdout
+
+
+def test_sweep_threads_times_three_ways_of_running_one_sweep(mnist_root: Path, tmp_path: Path) -> None:
+    args = ["--data-dir", str(mnist_root), "--jobs", "2", "--batches", "2", "--val-size", str(VAL_SIZE)]
+    stdout = run_script("sweep_threads.py", *args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    (folder,) = (tmp_path / "out").iterdir()
+    assert (folder / "results.md").read_text() in stdout and "| sequential |" in stdout
+    seconds = json.loads((folder / "results.json").read_text())["seconds"]
+    assert set(seconds) == {"sequential", "joblib", "oversubscribed"} and all(value > 0 for value in seconds.values())
