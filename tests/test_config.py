@@ -12,8 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_cnn.augment import RandomFlipRotate
+from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.datamodule import MNISTDataModule
-from mnist_cnn.runner import CONFIG_DIR, build_trainer
+from mnist_cnn.runner import CONFIG_DIR, build_trainer, to_dict
 from mnist_cnn.tensor_datamodule import MNISTTensorDataModule
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths", "hydra", "experiment"]
@@ -86,8 +87,10 @@ def test_scheduler_options_instantiate_or_are_empty(tmp_path: Path, option: str)
     if option == "none":
         assert not cfg.scheduler
         return
-    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
-    assert isinstance(instantiate(cfg.scheduler, optimizer=optimizer), torch.optim.lr_scheduler.LRScheduler)
+    module = MNISTClassifier(net=to_dict(cfg.model), optimizer=to_dict(cfg.optimizer), scheduler=to_dict(cfg.scheduler))
+    scheduler = module.configure_optimizers()["lr_scheduler"]  # as the module builds it (one-cycle needs that)
+    assert isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.LRScheduler)
+    assert scheduler["interval"] == ("step" if option == "onecycle" else "epoch")
 
 
 @pytest.mark.parametrize(

@@ -22,16 +22,21 @@ SOURCE_DIR = Path(__file__).resolve().parent
 RESOLVED_CONFIG = "resolved_config.yaml"
 
 
-def record_dir() -> Path | None:
-    """The run's Hydra output subfolder (`.hydra`); None in the processes of a DDP run other than rank 0."""
-    hydra = HydraConfig.get()
-    if hydra.output_subdir is None or rank_zero_only.rank != 0:  # rank from the environment (torchrun, SLURM)
+def record_dir(cfg: DictConfig) -> Path | None:
+    """The run's Hydra output subfolder (`.hydra`); None in the processes of a DDP run other than rank 0.
+
+    Without Hydra's runtime (a config from Hydra's compose API, as in the notebooks): `<paths.output_dir>/.hydra`.
+    """
+    if rank_zero_only.rank != 0:  # the rank from the environment: Lightning's, torchrun's or SLURM's
         return None
-    return Path(hydra.runtime.output_dir) / hydra.output_subdir
+    if not HydraConfig.initialized():
+        return Path(cfg.paths.output_dir) / ".hydra"
+    hydra = HydraConfig.get()
+    return None if hydra.output_subdir is None else Path(hydra.runtime.output_dir) / hydra.output_subdir
 
 
 def write_run_record(cfg: DictConfig) -> None:
-    folder = record_dir()
+    folder = record_dir(cfg)
     if folder is None:
         return
     with atomic_path(folder / RESOLVED_CONFIG) as tmp:

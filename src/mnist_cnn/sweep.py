@@ -114,7 +114,7 @@ def run_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> di
             log.error("job failed: %s", result["error"])
         else:
             log.exception("job failed: %s", result["error"])  # a bug: keep the traceback in the job's log
-    if record_dir() is not None:  # rank 0 of a DDP job writes it
+    if record_dir(cfg) is not None:  # rank 0 of a DDP job writes it
         write_json(Path(cfg.paths.output_dir) / STATUS_FILE, {"status": result["status"], "error": result["error"]})
     return result
 
