@@ -18,7 +18,7 @@ from mnist_cnn.confusion import save_confusion_matrix
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.files import save_torch, write_json
 from mnist_cnn.run_dir import register_resolvers
-from mnist_cnn.sweep import in_multirun
+from mnist_cnn.sweep import RELAUNCH_IN_SWEEP, in_multirun
 from mnist_cnn.sweep import register_resolvers as register_sweep_resolvers
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,7 @@ def check_launch(trainer: L.Trainer) -> None:
     """
     relaunches = isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
     if relaunches and not trainer.strategy.cluster_environment.creates_processes_externally and in_multirun():
-        raise ConfigError(
-            f"trainer.strategy={trainer.strategy.strategy_name} starts its processes by running the command "
-            "again, which inside a multirun (-m) is the whole sweep. Use trainer.strategy=ddp_spawn, "
-            "hydra/launcher=submitit_slurm (one task per device), or one command per configuration"
-        )
+        raise ConfigError(f"trainer.strategy={trainer.strategy.strategy_name} {RELAUNCH_IN_SWEEP}")
 
 
 def _hparams(cfg: DictConfig, module: MNISTClassifier) -> dict[str, Any]:

@@ -132,6 +132,11 @@ def _one_line(error: Exception) -> str:
 
 # Lightning strategies that start their other processes by running the command line again.
 RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false", "fsdp")
+RELAUNCH_IN_SWEEP = (
+    "cannot run inside a multirun (-m): Lightning would start the whole sweep again in every process. "
+    "Use trainer.strategy=ddp_spawn, hydra/launcher=submitit_slurm (one task per device), or one command per "
+    "configuration"
+)
 
 
 class SweepPreflight(Callback):
@@ -147,8 +152,4 @@ class SweepPreflight(Callback):
         cluster = "submitit" in str(OmegaConf.select(config, "hydra.launcher._target_"))  # SLURM starts them
         if strategy in RELAUNCHING_STRATEGIES and devices not in (1, "1") and not cluster:
             with exit_on_user_error():
-                raise ConfigError(
-                    f"trainer.strategy={strategy} cannot run inside a multirun (-m): Lightning would start the "
-                    "whole sweep again in every process. Use trainer.strategy=ddp_spawn, "
-                    "hydra/launcher=submitit_slurm (one task per device), or one command per configuration"
-                )
+                raise ConfigError(f"trainer.strategy={strategy} {RELAUNCH_IN_SWEEP}")
