@@ -11,6 +11,7 @@ from mnist_cnn.checkpoint import read_checkpoint
 from mnist_cnn.errors import CheckpointError, ConfigError
 from mnist_cnn.run_dir import CHECKPOINT_DIR
 from mnist_cnn.run_record import RESOLVED_CONFIG
+from mnist_cnn.sweep import override_key
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise ConfigError(f"resume: {run_dir} has no saved config ({saved})")
-    overrides = {_key(o): o for o in HydraConfig.get().overrides.task if _key(o) != "resume"}
+    overrides = {override_key(o): o for o in HydraConfig.get().overrides.task if override_key(o) != "resume"}
     refused = [override for key, override in overrides.items() if key not in RESUME_OVERRIDABLE]
     if refused:
         allowed = ", ".join(RESUME_OVERRIDABLE[1:])
@@ -52,11 +53,6 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     original.resume = True
     log.info("resuming %s", run_dir)
     return original
-
-
-def _key(override: str) -> str:
-    """`trainer.max_epochs` from `trainer.max_epochs=10` (or `+...`, `~...`)."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def newest_checkpoint(run_dir: Path) -> Path:

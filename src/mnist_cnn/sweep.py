@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
 
 
+def override_key(override: str) -> str:
+    """`trainer.max_epochs` from `trainer.max_epochs=10` (or `+...`, `~...`), as Hydra keys it."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 

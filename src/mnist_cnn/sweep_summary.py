@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.files import atomic_path
-from mnist_cnn.sweep import STATUS_FILE
+from mnist_cnn.sweep import STATUS_FILE, override_key
 
 METRIC_COLUMNS = ["test_acc", "val_acc_best", "parameters", "train_seconds", "seed"]
 RUN_COLUMNS = ["job", "overrides", "status", *METRIC_COLUMNS, "error"]
@@ -34,7 +34,7 @@ def read_run(job_dir: Path) -> dict[str, Any]:
     """
     overrides = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")) or []
     hidden = _hidden_keys(job_dir)
-    overrides = [override for override in overrides if override.split("=")[0] not in hidden]
+    overrides = [override for override in overrides if override_key(override) not in hidden]
     metrics = _read_json(job_dir / "metrics.json")
     status = _read_json(job_dir / STATUS_FILE) or {"status": "ok" if metrics else "failed", "error": None}
     row = {"job": job_dir.name, "overrides": " ".join(overrides), "status": status["status"]}
@@ -54,8 +54,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The sweep's Hydra job folders (`<n>/.hydra/overrides.yaml`)."""
+    if not sweep_dir.is_dir():
+        return []
+    return [path for path in sweep_dir.iterdir() if (path / ".hydra" / "overrides.yaml").is_file()]
+
+
 def read_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
-    jobs = [path for path in sweep_dir.iterdir() if (path / ".hydra" / "overrides.yaml").is_file()]
+    jobs = job_dirs(sweep_dir)
     if not jobs:
         raise SystemExit(f"error: {sweep_dir} holds no Hydra job folders (<n>/.hydra/overrides.yaml)")
     return [read_run(job) for job in sorted(jobs, key=lambda path: int(path.name) if path.name.isdigit() else 0)]
@@ -68,7 +75,7 @@ def group_by_setting(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for run in runs:
         if run["status"] == "ok" and run["test_acc"] is not None:
             parts = run["overrides"].split()
-            setting = " ".join(part for part in parts if part not in shared and not part.startswith("seed="))
+            setting = " ".join(part for part in parts if part not in shared and override_key(part) != "seed")
             groups[setting].append(run)
     return [_describe(setting, members) for setting, members in groups.items()]
 
@@ -109,7 +116,7 @@ def swept_values(runs: list[dict[str, Any]]) -> dict[str, list[str | None]]:
     """Per override key whose value differs between runs (seed aside): every run's value, None where unset."""
     per_run = [dict(part.split("=", 1) for part in run["overrides"].split() if "=" in part) for run in runs]
     keys = dict.fromkeys(key for overrides in per_run for key in overrides)
-    values = {key: [overrides.get(key) for overrides in per_run] for key in keys if key.lstrip("+~") != "seed"}
+    values = {key: [overrides.get(key) for overrides in per_run] for key in keys if override_key(key) != "seed"}
     return {key: column for key, column in values.items() if len(set(column)) > 1}
 
 
@@ -181,7 +188,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not any(sweep_dir.glob("*/.hydra/overrides.yaml")):  # e.g. rerunning a finished Optuna study
+        if not job_dirs(sweep_dir):  # e.g. rerunning a finished Optuna study
             print(f"sweep summary: no jobs ran in {sweep_dir}")
             return
         runs = summarize(sweep_dir)

@@ -28,6 +28,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from mnist_cnn.files import atomic_path
+
 log = logging.getLogger(__name__)
 
 TRIAL_ID_KEY = "callbacks.optuna_pruning.trial_id"
@@ -160,7 +162,8 @@ class OptunaSweeper(Sweeper):
         best = study.best_trial
         groups = set(self.config.hydra.runtime.choices)
         path = sweep_dir / "best_experiment.yaml"
-        path.write_text(experiment_yaml(best, fixed, groups, self.objective, self.study_name))
+        with atomic_path(path) as tmp:
+            tmp.write_text(experiment_yaml(best, fixed, groups, self.objective, self.study_name))
         log.info(
             "best trial %d: %s=%.4f %s; as an experiment: %s",
             best.number,
