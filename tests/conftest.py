@@ -1,8 +1,10 @@
 """Shared fixtures: small MNIST-format IDX files written by the tests, and a runner for the CLI."""
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,35 @@ def run_cli(command: str, *overrides: str, cwd: Path) -> subprocess.CompletedPro
         text=True,
         timeout=600,
     )
+
+
+def start_cli(*overrides: str, cwd: Path, command: str = "train") -> subprocess.Popen:
+    """Start `python -m mnist_cnn.<command> overrides...` in `cwd` without waiting (to kill it, say).
+
+    Its stderr goes to a file (`error_text(process)` reads it): a pipe nobody reads could fill and stall it.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("HYDRA_FULL_ERROR", None)
+    stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed with the process object)
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"mnist_cnn.{command}", *overrides],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+    )
+    process.stderr_file = stderr
+    return process
+
+
+def error_text(process: subprocess.Popen) -> str:
+    process.stderr_file.seek(0)
+    return process.stderr_file.read()
+
+
+def metrics_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def single_run_dir(cwd: Path) -> Path:

@@ -1,8 +1,6 @@
 """Faults: a killed run resumed exactly, a diverging loss, disk trouble, concurrent runs, fuzzed IDX files."""
 
 import errno
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +11,7 @@ from typing import BinaryIO
 
 import pytest
 import torch
-from conftest import VAL_SIZE, run_cli, single_run_dir, write_mnist
+from conftest import VAL_SIZE, metrics_of, run_cli, single_run_dir, start_cli, write_mnist
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,17 +42,6 @@ def larger_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_mnist(tmp_path_factory.mktemp("mnist_1192"), train_size=1192, test_size=80)
 
 
-def start_cli(*overrides: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnist_cnn.train", *overrides],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def kill_after_first_step_checkpoint(process: subprocess.Popen, cwd: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not list((cwd / "outputs").glob("*/*/checkpoints/step_*.ckpt")):
@@ -63,10 +50,6 @@ def kill_after_first_step_checkpoint(process: subprocess.Popen, cwd: Path, timeo
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-
-
-def metrics_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_result(larger_mnist: Path, tmp_path: Path) -> None:

@@ -65,6 +65,12 @@ WRONG_TYPES = [
     ("callbacks", "model_checkpoint", "callbacks.model_checkpoint.verbose=loud", "callbacks.model_checkpoint.verbose"),
     (
         "callbacks",
+        "last_checkpoint",
+        "callbacks.last_checkpoint.save_top_k=all",
+        "callbacks.last_checkpoint.save_top_k",
+    ),
+    (
+        "callbacks",
         "periodic_checkpoint",
         "callbacks.periodic_checkpoint.every_n_train_steps=often",
         "callbacks.periodic_checkpoint.every_n_train_steps",
@@ -100,6 +106,7 @@ UNKNOWN_KEYS = [
     ("callbacks", "default", "callbacks.early_stopping=5", "callbacks.early_stopping"),
     ("callbacks", "none", "callbacks.model_checkpoints=5", "callbacks.model_checkpoints"),
     ("callbacks", "model_checkpoint", "callbacks.model_checkpoint.monitr=val/acc", "callbacks.model_checkpoint.monitr"),
+    ("callbacks", "last_checkpoint", "callbacks.last_checkpoint.file=last", "callbacks.last_checkpoint.file"),
     (
         "callbacks",
         "periodic_checkpoint",

@@ -102,7 +102,9 @@ def test_eval_of_the_best_checkpoint_reproduces_the_test_metrics(
     assert b"optimizer/lr" in session and b"ConvolutionalMNISTClassifier" in session  # the checkpoint's config
 
 
-def test_resume_from_last_checkpoint_continues_the_epoch_count(trained: Path, mnist_root: Path, tmp_path: Path) -> None:
+def test_a_new_run_from_last_checkpoint_continues_the_epoch_count(
+    trained: Path, mnist_root: Path, tmp_path: Path
+) -> None:
     last = trained / "checkpoints" / "last.ckpt"
     overrides = [*FAST, f"paths.data_dir={mnist_root}", f"ckpt_path={last}", "trainer.max_epochs=2"]
     result = run_cli("train", *overrides, cwd=tmp_path)
@@ -110,7 +112,9 @@ def test_resume_from_last_checkpoint_continues_the_epoch_count(trained: Path, mn
     assert "Restoring states from the checkpoint path" in result.stdout + result.stderr
     resumed = metrics_of(single_run_dir(tmp_path))
     assert resumed["epochs"] == 2
-    assert resumed["val_acc_best"] >= metrics_of(trained)["val_acc_best"]  # the best so far survives the resume
+    # A new run: its best is one of its own epochs, checkpointed in its own folder.
+    assert Path(resumed["checkpoint"]).parent == single_run_dir(tmp_path) / "checkpoints"
+    assert f"val_acc_{resumed['val_acc_best']:.4f}" in Path(resumed["checkpoint"]).name
 
 
 def test_resume_refuses_a_changed_optimizer(trained: Path, mnist_root: Path, tmp_path: Path) -> None:

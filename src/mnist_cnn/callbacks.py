@@ -1,9 +1,13 @@
 """Callbacks of our own, kept to what Lightning's do not already do."""
 
 import logging
+import time
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelSummary
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary
+from lightning.pytorch.trainer.states import TrainerFn
 
 log = logging.getLogger(__name__)
 
@@ -25,3 +29,55 @@ class ExactModelSummary(ModelSummary):
             summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, total_flops
         )
         log.info("Trainable parameters (exact): %s", f"{trainable_parameters:,}")
+
+
+RNG_STATE_KEY = "rng_states"
+TRAIN_SECONDS_KEY = "train_seconds"
+
+
+class CheckpointContinuity(Callback):
+    """What a start from a checkpoint carries over: everything when resuming a run, only the model otherwise.
+
+    Every checkpoint gets torch's RNG state (it drives shuffling) and the seconds trained so far. Resuming
+    (`resume=...`) restores both, so a run continues exactly as if never stopped. A new run from a checkpoint
+    (`ckpt_path=...`) keeps its own seed and clock, and starts its own record of the best validation accuracy
+    and best checkpoint: what it reports is about its own epochs, not the source run's.
+    """
+
+    def __init__(self, resuming: bool) -> None:
+        self.resuming = resuming
+        self.seconds_before = 0.0  # trained by earlier segments of this run, as of the checkpoint resumed from
+        self._started: float | None = None
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if not self.resuming or trainer.state.fn != TrainerFn.FITTING:
+            return
+        self.seconds_before = float(checkpoint.get(TRAIN_SECONDS_KEY) or 0.0)
+        states = checkpoint.get(RNG_STATE_KEY) or {}
+        if "torch" in states:
+            torch.set_rng_state(states["torch"])
+        if "cuda" in states and pl_module.device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda"], pl_module.device)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs after Lightning restored the module and callbacks from `ckpt_path`, before the first step.
+        if trainer.ckpt_path and not self.resuming:
+            if hasattr(pl_module, "val_acc_best"):
+                pl_module.val_acc_best.reset()
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, ModelCheckpoint):  # Lightning keeps the source's best_model_path
+                    callback.best_model_path, callback.best_model_score = "", None
+                    callback.best_k_models, callback.kth_best_model_path = {}, ""
+                    callback.last_model_path = ""
+        self._started = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        """Seconds this run has trained: earlier segments (as checkpointed) plus this one so far."""
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self.seconds_before + running
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[TRAIN_SECONDS_KEY] = round(self.train_seconds(), 3)
+        checkpoint[RNG_STATE_KEY] = {"torch": torch.get_rng_state()}
+        if pl_module.device.type == "cuda":
+            checkpoint[RNG_STATE_KEY]["cuda"] = torch.cuda.get_rng_state(pl_module.device)

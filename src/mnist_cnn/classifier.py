@@ -15,8 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from mnist_cnn.confusion import confusion_figure
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from mnist_cnn.idx import IMAGE_SIZE, NUM_CLASSES
-
-RNG_STATE_KEY = "rng_states"
+from mnist_cnn.schedule import build_scheduler, rehearse_schedule
 
 
 class MNISTClassifier(L.LightningModule):
@@ -133,27 +132,18 @@ class MNISTClassifier(L.LightningModule):
             board.experiment.add_figure(tag, fig, global_step=self.current_epoch, close=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to save non-finite weights, and save the RNG state that drives shuffling and augmentation."""
+        """Refuse to save non-finite weights."""
         broken = [name for name, tensor in self.net.named_parameters() if not torch.isfinite(tensor).all()]
         if broken:
             raise TrainingDivergedError(f"training diverged: non-finite weights in {', '.join(broken[:3])}; not saved")
-        checkpoint[RNG_STATE_KEY] = {"torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            checkpoint[RNG_STATE_KEY]["cuda"] = torch.cuda.get_rng_state(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """When resuming a fit, restore the RNG state, so the run shuffles as it would have.
+        """When fitting from a checkpoint, refuse a schedule whose saved length this run would overrun.
 
-        Only then: loading weights to test or predict must not reset the caller's random state.
+        (Its RNG state and clock are restored by `mnist_cnn.callbacks.CheckpointContinuity`, when resuming.)
         """
-        if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
-            return
-        self._check_schedule_length(checkpoint)
-        states = checkpoint.get(RNG_STATE_KEY) or {}
-        if "torch" in states:
-            torch.set_rng_state(states["torch"])
-        if "cuda" in states and self.device.type == "cuda":
-            torch.cuda.set_rng_state(states["cuda"], self.device)
+        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            self._check_schedule_length(checkpoint)
 
     def _check_schedule_length(self, checkpoint: dict[str, Any]) -> None:
         """A one-cycle schedule restored from a checkpoint keeps its planned steps: a longer run would crash late."""
@@ -169,10 +159,9 @@ class MNISTClassifier(L.LightningModule):
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
-        settings = dict(self.hparams.scheduler)
-        interval = settings.pop("interval", "epoch")  # when Lightning steps it: each "epoch" or each "step"
-        if "total_steps" in settings and settings["total_steps"] is None:
-            # Schedules over the whole run (one-cycle) need its optimizer steps, known once a Trainer is attached.
-            settings["total_steps"] = max(1, self.trainer.estimated_stepping_batches) if self._trainer else 100
-        scheduler = instantiate(settings, optimizer=optimizer)
+        # Schedules over the whole run (one-cycle) need its optimizer steps, known once a Trainer is attached.
+        steps = self.trainer.estimated_stepping_batches if self._trainer else 100
+        if self._trainer:
+            rehearse_schedule(self.hparams.scheduler, self.hparams.optimizer, self.trainer.max_epochs, steps)
+        scheduler, interval = build_scheduler(self.hparams.scheduler, optimizer, steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

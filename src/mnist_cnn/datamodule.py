@@ -5,13 +5,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from mnist_cnn.augment import PIXEL_MEAN, PIXEL_STD
 from mnist_cnn.errors import ConfigError, DataError
-from mnist_cnn.idx import LOCAL_COPY_HINT, check_mnist, missing_files
+from mnist_cnn.idx import IMAGE_SIZE, LOCAL_COPY_HINT, check_mnist, missing_files
 
 Transform = Callable[[object], object]
 
@@ -92,6 +94,20 @@ class MNISTDataModuleBase(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool = False) -> DataLoader:
         raise NotImplementedError
 
+    def eval_sampler(self, dataset: Dataset) -> Sampler | None:
+        """Under DDP, each process's share of a validation or test set, every image in exactly one share.
+
+        Lightning's default DistributedSampler pads the shares to equal length with repeated images, which
+        would then count twice in the accuracy and the confusion matrix. Unequal shares are safe here: the
+        networks have no buffers for DDP to sync, and metrics sync once per epoch.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+
     @staticmethod
     def _require(dataset: Dataset | None) -> Dataset:
         if dataset is None:
@@ -124,6 +140,19 @@ class MNISTDataModule(MNISTDataModuleBase):
         _check_non_negative_int("num_workers", num_workers)
         self.save_hyperparameters(ignore=["augmentations"], logger=False)
         self.augmentations = list(augmentations)
+        self._check_augmentations()
+
+    def _check_augmentations(self) -> None:
+        """Refuse probabilities outside [0, 1] (torchvision takes them), and run the pipeline on one blank image
+        so a value torchvision only rejects when it is used fails now rather than in the first batch."""
+        for number, transform in enumerate(self.augmentations):
+            p = getattr(transform, "p", None)
+            if isinstance(p, int | float) and not 0 <= p <= 1:
+                raise ConfigError(f"data.augmentations.{number}.p must be within [0, 1], got {p}")
+        try:
+            self.train_transform()(Image.new("L", (IMAGE_SIZE, IMAGE_SIZE)))
+        except Exception as error:
+            raise ConfigError(f"data.augmentations fail on an image: {' '.join(str(error).split())}") from error
 
     def train_transform(self) -> Transform:
         return transforms.Compose([*self.augmentations, *self._to_normalized_tensor()])
@@ -145,10 +174,12 @@ class MNISTDataModule(MNISTDataModuleBase):
             self.test_set = MNIST(self.data_dir, train=False, transform=self.eval_transform())
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool = False) -> DataLoader:
+        dataset = self._require(dataset)
         return DataLoader(
-            self._require(dataset),
+            dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else self.eval_sampler(dataset),
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             pin_memory=self.hparams.pin_memory,

@@ -29,7 +29,7 @@ class TrainingDivergedError(UserError):
     """A non-finite loss or weights: training stops before a broken model is saved."""
 
 
-def _user_error_in(error: BaseException | None) -> UserError | None:
+def user_error_in(error: BaseException | None) -> UserError | None:
     """The `UserError` behind `error`, if any (Hydra's `instantiate` wraps the errors it meets)."""
     while error is not None and not isinstance(error, UserError):
         error = error.__cause__
@@ -45,7 +45,7 @@ def exit_on_user_error() -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        user_error = _user_error_in(error) or _disk_error_in(error)
+        user_error = user_error_in(error) or _disk_error_in(error)
         if user_error is None:
             raise
         log.error("%s: %s", type(user_error).__name__, user_error)

@@ -4,13 +4,12 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_cnn.checkpoint import check_matches, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError, exit_on_user_error
-from mnist_cnn.runner import CONFIG_DIR, build_trainer, write_results
+from mnist_cnn.runner import CONFIG_DIR, build_datamodule, build_trainer, write_results
 from mnist_cnn.sweep import in_multirun, run_job
 
 
@@ -20,7 +19,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("mnist-cnn-eval needs ckpt_path=<a .ckpt file written by mnist-cnn-train>")
     checkpoint = read_checkpoint(cfg.ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     module = MNISTClassifier(**checkpoint["hyper_parameters"])
     check_matches(checkpoint, module, cfg.ckpt_path)

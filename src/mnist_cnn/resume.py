@@ -1,19 +1,32 @@
-"""`resume=true`: continue a run in its own folder, with its own saved config, from its newest checkpoint."""
+"""`resume=...`: continue a run in its own folder, from its newest checkpoint, with the config it last used.
+
+A run is one or more segments: the first command, then each accepted resume. Every segment writes the config
+it trains with to `<run>/.hydra/effective_config.yaml` (interpolations kept, the run's seed and TensorBoard
+run pinned), and a resume starts from that file: a second resume remembers what the first one changed.
+A resume is checked before Hydra writes anything into the run's folder (`mnist_cnn.run_dir` calls
+`check_resume` while naming the folder), so a refused one leaves the run exactly as it was.
+"""
 
 import logging
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.checkpoint import read_checkpoint
 from mnist_cnn.errors import CheckpointError, ConfigError
+from mnist_cnn.files import atomic_path
 from mnist_cnn.run_dir import CHECKPOINT_DIR
 from mnist_cnn.run_record import RESOLVED_CONFIG
 from mnist_cnn.sweep import override_key
 
 log = logging.getLogger(__name__)
+
+EFFECTIVE_CONFIG = "effective_config.yaml"
 
 # What a resumed run may change: how long it trains, where data lives, which hardware and how it reports.
 RESUME_OVERRIDABLE = (
@@ -26,33 +39,107 @@ RESUME_OVERRIDABLE = (
 )
 
 
-def resumed_config(cfg: DictConfig) -> DictConfig:
-    """The run's first config (from `.hydra/config.yaml`), with this command's allowed overrides applied."""
-    run_dir = Path(cfg.paths.output_dir)
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(f"resume: {run_dir} has no saved config ({saved})")
-    overrides = {override_key(o): o for o in HydraConfig.get().overrides.task if override_key(o) != "resume"}
-    refused = [override for key, override in overrides.items() if key not in RESUME_OVERRIDABLE]
+def command_overrides() -> list[str]:
+    """This command's overrides (`key=value`), but `resume` itself; none outside a Hydra run."""
+    if not HydraConfig.initialized():
+        return []
+    return [o for o in HydraConfig.get().overrides.task if override_key(o) != "resume"]
+
+
+def check_overrides(overrides: list[str]) -> None:
+    refused = [override for override in overrides if override_key(override) not in RESUME_OVERRIDABLE]
     if refused:
         allowed = ", ".join(RESUME_OVERRIDABLE[1:])
         raise ConfigError(f"resume continues a run with its own config; it accepts only {allowed} (got {refused[0]})")
+
+
+def check_resume(run_dir: Path) -> None:
+    """Raise unless this command may resume `run_dir`: allowed overrides, and epochs left to train."""
+    overrides = command_overrides()
+    check_overrides(overrides)
+    saved = effective_config(run_dir)
+    max_epochs = OmegaConf.select(saved, "trainer.max_epochs")
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.key_or_group == "trainer.max_epochs":
+            max_epochs = override.value()
+    path = newest_checkpoint(run_dir)
+    check_epochs_left(read_checkpoint(path), max_epochs, f"resume: {run_dir} ({path.name})")
+
+
+def epochs_trained(checkpoint: dict[str, Any]) -> tuple[int, bool]:
+    """(whole epochs trained, whether the checkpoint is part-way through the next one)."""
+    progress = (checkpoint.get("loops") or {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    whole = int(progress.get("processed", checkpoint.get("epoch", 0)))
+    return whole, whole == checkpoint.get("epoch", 0)  # mid-epoch: `epoch` is the one still running
+
+
+def check_epochs_left(checkpoint: dict[str, Any], max_epochs: Any, source: str) -> None:
+    """Raise unless fitting from `checkpoint` up to `max_epochs` trains something (Lightning would silently not)."""
+    if not isinstance(max_epochs, int) or max_epochs < 0 or checkpoint.get("epoch") is None:
+        return  # -1: no limit; other bad values are refused by train.check_epochs
+    whole, mid_epoch = epochs_trained(checkpoint)
+    if max_epochs > whole:
+        return
+    if max_epochs == whole and not mid_epoch:
+        raise ConfigError(
+            f"{source} has already trained all {_epochs(whole)}: nothing left to train (a larger trainer.max_epochs "
+            "trains it longer; mnist-cnn-eval ckpt_path=... tests it)"
+        )
+    done = f"{_epochs(whole)} and part of the next" if mid_epoch else _epochs(whole)
+    raise ConfigError(f"{source} has already trained {done}: trainer.max_epochs={max_epochs} is fewer")
+
+
+def _epochs(count: int) -> str:
+    return f"{count} epoch" if count == 1 else f"{count} epochs"
+
+
+def effective_config(run_dir: Path) -> DictConfig:
+    """The config the run's latest segment trained with (for runs from before that file: its first config)."""
+    latest = run_dir / ".hydra" / EFFECTIVE_CONFIG
+    if latest.is_file():
+        return OmegaConf.load(latest)
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"resume: {run_dir} has no saved config ({saved})")
     original = OmegaConf.load(saved)
     resolved = saved.with_name(RESOLVED_CONFIG)
     if resolved.is_file():  # as this run used them: a multirun job's seed and TensorBoard run are its own
-        used = OmegaConf.load(resolved)
-        original.seed = used.seed
-        if OmegaConf.select(original, "logger.tensorboard"):
-            original.logger.tensorboard.version = used.logger.tensorboard.version
-    if OmegaConf.select(original, "callbacks.optuna_pruning"):  # a resumed trial reports to no study
-        original.callbacks.optuna_pruning = None
-    for key in overrides:
-        OmegaConf.update(original, key, OmegaConf.select(cfg, key), force_add=True)
-    if OmegaConf.select(original, "logger.csv"):  # Lightning's CSVLogger would delete the earlier metrics.csv
-        original.logger.csv.version = f"resumed-{datetime.now():%Y-%m-%d_%H-%M-%S}"
-    original.resume = True
-    log.info("resuming %s", run_dir)
+        _pin_run_identity(original, OmegaConf.load(resolved))
     return original
+
+
+def _pin_run_identity(config: DictConfig, used: DictConfig) -> None:
+    """Fix the values a resume must not re-derive: the seed (a sweep job's own) and the TensorBoard run."""
+    config.seed = used.seed
+    if OmegaConf.select(config, "logger.tensorboard"):
+        config.logger.tensorboard.version = used.logger.tensorboard.version
+
+
+def write_effective_config(cfg: DictConfig) -> None:
+    """Record the config this segment trains with as the run's config for the next resume (rank 0 only)."""
+    if rank_zero_only.rank != 0:
+        return
+    config = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    _pin_run_identity(config, cfg)
+    with atomic_path(Path(cfg.paths.output_dir) / ".hydra" / EFFECTIVE_CONFIG) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(config))
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """The run's latest config, with this command's allowed overrides applied."""
+    run_dir = Path(cfg.paths.output_dir)
+    overrides = command_overrides()
+    check_overrides(overrides)
+    config = effective_config(run_dir)
+    if OmegaConf.select(config, "callbacks.optuna_pruning"):  # a resumed trial reports to no study
+        config.callbacks.optuna_pruning = None
+    for key in dict.fromkeys(override_key(o) for o in overrides):
+        OmegaConf.update(config, key, OmegaConf.select(cfg, key), force_add=True)
+    if OmegaConf.select(config, "logger.csv"):  # Lightning's CSVLogger would delete the earlier metrics.csv
+        config.logger.csv.version = f"resumed-{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    config.resume = True
+    log.info("resuming %s", run_dir)
+    return config
 
 
 def newest_checkpoint(run_dir: Path) -> Path:

@@ -2,8 +2,9 @@
 
 Hydra names run folders after the second a run starts, so two runs started in the same second would share
 one. The `run_dir` resolver (used by `conf/hydra/default.yaml`) creates the folder itself with an exclusive
-`mkdir`, adding `_1`, `_2`, ... on a clash. With `resume=true` it returns the newest earlier run that has a
-checkpoint; with `resume=<folder>` that folder.
+`mkdir`, adding `_1`, `_2`, ... on a clash; `sweep_dir` does the same for multirun folders. With
+`resume=true` it returns the newest earlier run that has a checkpoint, with `resume=<folder>` that folder,
+once `mnist_cnn.resume.check_resume` has accepted the command.
 """
 
 from datetime import datetime
@@ -75,10 +76,14 @@ def _run_dir(root: str, resume: bool | str | None) -> str:
     if resume_is_off(resume):
         return str(claim_new_run_dir(Path(root)))
     if resume is True or resume == "true":
-        return str(latest_run_dir(Path(root)))
-    run_dir = Path(str(resume))
-    if not has_checkpoint(run_dir):
-        raise ConfigError(f"resume={resume}: no checkpoints in {run_dir / CHECKPOINT_DIR}")
+        run_dir = latest_run_dir(Path(root))
+    else:
+        run_dir = Path(str(resume))
+        if not has_checkpoint(run_dir):
+            raise ConfigError(f"resume={resume}: no checkpoints in {run_dir / CHECKPOINT_DIR}")
+    from mnist_cnn.resume import check_resume  # here: mnist_cnn.resume imports this module
+
+    check_resume(run_dir)  # now, before Hydra writes its record and log into the run's folder
     return str(run_dir)
 
 
@@ -89,9 +94,20 @@ def hydra_subdir(resume: bool | str | None) -> str:
     return f".hydra/resumed-{datetime.now():%Y-%m-%d_%H-%M-%S}"
 
 
+def resolve_sweep_dir(root: str) -> str:
+    """The value of `${sweep_dir:<root>}`: a new `<root>/<date>/<time>` claimed for this multirun alone.
+
+    Hydra resolves it once per sweep; its jobs' configs get the cached value (Hydra copies the resolver
+    cache into every job's config), so all jobs of one sweep share the folder and no other sweep does.
+    """
+    with exit_on_user_error():
+        return str(claim_new_run_dir(Path(root)))
+
+
 def register_resolvers() -> None:
-    """`${run_dir:...}` and `${hydra_subdir:...}` for conf/hydra/default.yaml."""
+    """`${run_dir:...}`, `${sweep_dir:...}` and `${hydra_subdir:...}` for conf/hydra/default.yaml."""
     # Cached: Hydra reads these several times, and every read must name the same folder.
-    for name, resolver in (("run_dir", resolve_run_dir), ("hydra_subdir", hydra_subdir)):
+    resolvers = (("run_dir", resolve_run_dir), ("sweep_dir", resolve_sweep_dir), ("hydra_subdir", hydra_subdir))
+    for name, resolver in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)

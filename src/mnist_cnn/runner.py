@@ -1,11 +1,13 @@
 """What training and evaluation share: a Trainer built from config, and a run's result files."""
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
@@ -15,7 +17,7 @@ from mnist_cnn.checkpoint import AtomicCheckpointIO
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import count_parameters
 from mnist_cnn.confusion import save_confusion_matrix
-from mnist_cnn.errors import ConfigError
+from mnist_cnn.errors import ConfigError, user_error_in
 from mnist_cnn.files import save_torch, write_json
 from mnist_cnn.run_dir import register_resolvers
 from mnist_cnn.sweep import RELAUNCH_IN_SWEEP, in_multirun
@@ -33,13 +35,26 @@ def to_dict(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The data module, with its augmentations built now, so a value torchvision rejects fails before training."""
+    try:
+        return instantiate(cfg.data)
+    except InstantiationException as error:
+        if user_error_in(error):
+            raise
+        reason = " ".join(str(error).split())
+        raise ConfigError(f"data config rejected: {reason}") from error
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """The configured Trainer; `extra_callbacks` are ours that run whatever `callbacks=` says."""
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     # In config order: the first ModelCheckpoint (`model_checkpoint`) is the one whose best model is tested.
     chosen = cfg.get("callbacks") or {}
     callbacks = [
         instantiate(chosen[name]) for name in chosen if not OmegaConf.is_missing(chosen, name) and chosen[name]
     ]
+    callbacks += extra_callbacks
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
 
 

@@ -316,6 +316,7 @@ class CallbacksConfig:
     """
 
     model_checkpoint: ModelCheckpointConfig | None = MISSING
+    last_checkpoint: ModelCheckpointConfig | None = MISSING
     periodic_checkpoint: ModelCheckpointConfig | None = MISSING
     lr_monitor: LearningRateMonitorConfig | None = MISSING
     model_summary: ExactModelSummaryConfig | None = MISSING
@@ -335,8 +336,8 @@ class PathsConfig:
 
 
 # Each fills its slots of the one CallbacksConfig, so that `callbacks=default` can merge several of them.
-CALLBACK_OPTIONS = ("default", "none", "model_checkpoint", "periodic_checkpoint", "lr_monitor", "model_summary")
-CALLBACK_OPTIONS += ("progress_bar",)
+CALLBACK_OPTIONS = ("default", "none", "model_checkpoint", "last_checkpoint", "periodic_checkpoint", "lr_monitor")
+CALLBACK_OPTIONS += ("model_summary", "progress_bar")
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"mnist": MNISTDataConfig, "mnist_pil": MNISTPILDataConfig},

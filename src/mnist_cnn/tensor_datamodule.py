@@ -109,7 +109,8 @@ class MNISTTensorDataModule(MNISTDataModuleBase):
         # only drives the shuffle, so a resumed run (which adds a sanity validation) draws what it would have.
         generator = torch.Generator().manual_seed(0)
         if not shuffle:
-            return DataLoader(tensors, batch_size=batch_size, collate_fn=whole_batch, generator=generator)
+            sampler = self.eval_sampler(tensors)
+            return DataLoader(tensors, batch_size, sampler=sampler, collate_fn=whole_batch, generator=generator)
         # Training: an order that a mid-epoch checkpoint can restore (see mnist_cnn.sampling).
         batches = ResumableBatchSampler(ResumableRandomSampler(tensors), batch_size, drop_last=False)
         return ResumableDataLoader(tensors, batch_sampler=batches, collate_fn=whole_batch, generator=generator)

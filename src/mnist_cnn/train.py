@@ -1,5 +1,6 @@
 """`mnist-cnn-train`: fit the configured model, test its best checkpoint, write the run's results."""
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -8,16 +9,16 @@ import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_cnn.callbacks import CheckpointContinuity
 from mnist_cnn.checkpoint import check_matches, check_resumable, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError, exit_on_user_error
-from mnist_cnn.resume import newest_checkpoint, resumed_config
+from mnist_cnn.resume import check_epochs_left, newest_checkpoint, resumed_config, write_effective_config
 from mnist_cnn.run_dir import resume_is_off
 from mnist_cnn.run_record import write_run_record
-from mnist_cnn.runner import CONFIG_DIR, build_trainer, check_launch, to_dict, write_results
+from mnist_cnn.runner import CONFIG_DIR, build_datamodule, build_trainer, check_launch, to_dict, write_results
 from mnist_cnn.sweep import in_multirun, run_job
 
 
@@ -48,7 +49,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg)
@@ -58,22 +59,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = read_checkpoint(ckpt_path)
         check_matches(checkpoint, module, ckpt_path)
         check_resumable(checkpoint, module.hparams, ckpt_path)
+        check_epochs_left(checkpoint, cfg.trainer.max_epochs, f"resume: {ckpt_path}" if resuming else f"{ckpt_path}")
 
-    trainer = build_trainer(cfg)
+    continuity = CheckpointContinuity(resuming=resuming)
+    trainer = build_trainer(cfg, extra_callbacks=[continuity])
     check_launch(trainer)
-    start = time.perf_counter()
+    write_effective_config(cfg)  # from now on, a resume continues with this segment's settings
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    train_seconds = time.perf_counter() - start
     if OmegaConf.select(cfg, "callbacks.optuna_pruning"):  # imported only then: optuna is slow to import
         from mnist_cnn.pruning import raise_if_pruned
 
         raise_if_pruned(trainer)
-    val_acc_best = trainer.callback_metrics.get("val/acc_best")  # test() replaces callback_metrics
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = {
-        "val_acc_best": float(val_acc_best) if val_acc_best is not None else None,
+        "val_acc_best": best_val_acc(module),
         "epochs": trainer.current_epoch,
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": round(continuity.train_seconds(), 2),
         "train_images": len(datamodule.train_set),
         "checkpoint": best_path or None,
     }
@@ -84,7 +85,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule.setup("test")  # a no-op, except after ddp_spawn, whose processes set up their own copies
         results["test_images"] = len(datamodule.test_set)
         results["test_acc"], results["test_loss"] = test_metrics["test/acc"], test_metrics["test/loss"]
+    elif best_path:  # export the model that metrics.json names, as a tested run does
+        module.load_state_dict(read_checkpoint(best_path)["state_dict"])
     return write_results(cfg, trainer, module, results)
+
+
+def best_val_acc(module: MNISTClassifier) -> float | None:
+    """The best validation accuracy of the run's whole history: the state checkpoints carry, not this segment's log."""
+    best = float(module.val_acc_best.max_value)
+    return best if math.isfinite(best) else None  # -inf: validation never ran
 
 
 def train_from_config(cfg: DictConfig) -> dict[str, Any]:
