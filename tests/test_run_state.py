@@ -146,6 +146,20 @@ def test_a_resume_with_nothing_to_train_or_fewer_epochs_is_refused_and_changes_n
     refused(nothing, "nothing left to train")
 
 
+@pytest.mark.parametrize(
+    ("scheduler", "message"),
+    [("cosine", "was trained with scheduler"), ("onecycle", "its lr schedule is planned for 13 optimizer steps")],
+)
+def test_a_resume_that_would_overrun_its_saved_schedule_is_refused_and_changes_nothing(
+    mnist_root: Path, tmp_path: Path, scheduler: str, message: str
+) -> None:
+    ok(train(tmp_path, mnist_root, "trainer.max_epochs=1", f"scheduler={scheduler}"))
+    run_dir = single_run_dir(tmp_path)
+    before = snapshot(run_dir)
+    refused(run_cli("train", "resume=true", "trainer.max_epochs=2", cwd=tmp_path), message)
+    assert snapshot(run_dir) == before
+
+
 def val_accuracies(run_dir: Path) -> list[float]:
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
@@ -302,14 +316,6 @@ class RunLifecycle(RuleBasedStateMachine):
     data: Path
     root: Path
 
-    @initialize()
-    def setup(self) -> None:
-        self.cwd = Path(tempfile.mkdtemp(dir=self.root))
-        self.run_dir: Path | None = None
-        self.asked = 0  # trainer.max_epochs the run's latest segment asked for
-        self.finished = False  # that segment ended normally
-        self.had_metrics = False
-
     def _start(self, overrides: list[str], kill_at: int | None) -> bool:
         """Run a segment, killed at a step if asked; True if it ran to its end."""
         process = start_cli(*overrides, cwd=self.cwd)
@@ -318,15 +324,18 @@ class RunLifecycle(RuleBasedStateMachine):
         assert process.wait(timeout=600) == 0, error_text(process)[-3000:]
         return True
 
-    @precondition(lambda self: self.run_dir is None)
-    @rule(epochs=st.integers(1, 2), kill=st.none() | st.floats(0.05, 0.8))
+    @initialize(epochs=st.integers(1, 2), kill=st.none() | st.floats(0.05, 0.8))
     def start(self, epochs: int, kill: float | None) -> None:
-        total = epochs * STEPS_PER_EPOCH
+        self.cwd = Path(tempfile.mkdtemp(dir=self.root))
+        self.run_dir: Path | None = None
+        self.had_metrics = False
+        self.evaluated = False
         overrides = [*TINY, f"paths.data_dir={self.data}", f"trainer.max_epochs={epochs}"]
+        total = epochs * STEPS_PER_EPOCH
         self.finished = self._start(overrides, None if kill is None else max(2, int(kill * total)))
-        self.run_dir, self.asked = single_run_dir(self.cwd), epochs
+        self.run_dir = single_run_dir(self.cwd)
+        self.asked = epochs  # trainer.max_epochs the run's latest segment asked for; `finished`: that segment ended
 
-    @precondition(lambda self: self.run_dir is not None and (self.finished or newest_step(self.run_dir) > 0))
     @rule(more=st.integers(0, 1), kill=st.none() | st.floats(0.1, 0.8))
     def resume(self, more: int, kill: float | None) -> None:
         target = self.asked + more
@@ -341,8 +350,9 @@ class RunLifecycle(RuleBasedStateMachine):
         if kill_at is not None and kill_at >= target * STEPS_PER_EPOCH - 4:
             kill_at = None  # too close to the end to land before it
         self.finished, self.asked = self._start(overrides, kill_at), target
+        self.evaluated = False
 
-    @precondition(lambda self: self.run_dir is not None and (self.run_dir / "checkpoints" / "last.ckpt").is_file())
+    @precondition(lambda self: (self.run_dir / "checkpoints" / "last.ckpt").is_file())
     @rule()
     def lower_epochs(self) -> None:
         whole, _ = epochs_trained(load(self.run_dir / "checkpoints" / "last.ckpt"))
@@ -366,9 +376,10 @@ class RunLifecycle(RuleBasedStateMachine):
         assert metrics["val_acc_best"] == pytest.approx(val_accuracies(new)[-1])  # one epoch of its own
         assert snapshot(self.run_dir) == before  # the source run is untouched
 
-    @precondition(lambda self: self.finished)
+    @precondition(lambda self: self.finished and not self.evaluated)
     @rule()
     def evaluate(self) -> None:
+        self.evaluated = True
         metrics = metrics_of(self.run_dir)
         cwd = Path(tempfile.mkdtemp(dir=self.root))
         ok(run_cli("eval", f"ckpt_path={metrics['checkpoint']}", f"paths.data_dir={self.data}", cwd=cwd))
@@ -380,7 +391,7 @@ class RunLifecycle(RuleBasedStateMachine):
 
     @invariant()
     def results_are_never_worse_informed(self) -> None:
-        if self.run_dir is None or not (self.run_dir / "metrics.json").is_file():
+        if not (self.run_dir / "metrics.json").is_file():
             assert not self.had_metrics, "metrics.json disappeared"
             return
         self.had_metrics = True
@@ -391,7 +402,7 @@ class RunLifecycle(RuleBasedStateMachine):
 
     @invariant()
     def last_checkpoint_is_the_newest_epoch_end(self) -> None:
-        if self.run_dir is None or not (self.run_dir / "checkpoints" / "last.ckpt").is_file():
+        if not (self.run_dir / "checkpoints" / "last.ckpt").is_file():
             return
         last = load(self.run_dir / "checkpoints" / "last.ckpt")
         whole, mid_epoch = epochs_trained(last)
@@ -400,7 +411,7 @@ class RunLifecycle(RuleBasedStateMachine):
 
     @invariant()
     def a_finished_run_equals_one_never_interrupted(self) -> None:
-        if self.run_dir is None or not self.finished:
+        if not self.finished:
             return
         final = net_weights(load(self.run_dir / "checkpoints" / "last.ckpt"))
         assert same_weights(final, reference_weights(self.asked, self.data, self.root))
@@ -420,8 +431,8 @@ def test_generated_lifecycles_keep_every_invariant(data_600: Path, tmp_path: Pat
     RunLifecycle.data, RunLifecycle.root = data_600, tmp_path
     lifecycle = RunLifecycle.TestCase
     lifecycle.settings = settings(
-        max_examples=3,
-        stateful_step_count=5,
+        max_examples=6,
+        stateful_step_count=4,
         deadline=None,
         derandomize=True,  # the same lifecycles in every CI run
         suppress_health_check=list(HealthCheck),

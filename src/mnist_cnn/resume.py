@@ -17,7 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_cnn.checkpoint import read_checkpoint
+from mnist_cnn.checkpoint import check_resumable, read_checkpoint
 from mnist_cnn.errors import CheckpointError, ConfigError
 from mnist_cnn.files import atomic_path
 from mnist_cnn.run_dir import CHECKPOINT_DIR
@@ -54,16 +54,26 @@ def check_overrides(overrides: list[str]) -> None:
 
 
 def check_resume(run_dir: Path) -> None:
-    """Raise unless this command may resume `run_dir`: allowed overrides, and epochs left to train."""
+    """Raise unless this command may resume `run_dir`: allowed overrides, epochs left to train, and a saved
+    optimizer and schedule that the resumed settings do not contradict."""
     overrides = command_overrides()
     check_overrides(overrides)
     saved = effective_config(run_dir)
-    max_epochs = OmegaConf.select(saved, "trainer.max_epochs")
+    config = saved.copy()
     for override in OverridesParser.create().parse_overrides(overrides):
-        if override.key_or_group == "trainer.max_epochs":
-            max_epochs = override.value()
+        OmegaConf.update(config, override.key_or_group, override.value(), force_add=True)
     path = newest_checkpoint(run_dir)
-    check_epochs_left(read_checkpoint(path), max_epochs, f"resume: {run_dir} ({path.name})")
+    checkpoint = read_checkpoint(path)
+    max_epochs, source = OmegaConf.select(config, "trainer.max_epochs"), f"resume: {run_dir} ({path.name})"
+    check_epochs_left(checkpoint, max_epochs, source)
+    wanted = {key: OmegaConf.to_container(config[key], resolve=True) for key in ("optimizer", "scheduler")}
+    check_resumable(checkpoint, wanted, path)  # e.g. cosine's T_max follows trainer.max_epochs
+    planned = [state.get("total_steps") for state in checkpoint.get("lr_schedulers") or []]
+    if any(planned) and max_epochs != OmegaConf.select(saved, "trainer.max_epochs"):
+        raise CheckpointError(
+            f"{source}: its lr schedule is planned for {planned[0]} optimizer steps over "
+            f"trainer.max_epochs={OmegaConf.select(saved, 'trainer.max_epochs')}; resume with that many epochs"
+        )
 
 
 def epochs_trained(checkpoint: dict[str, Any]) -> tuple[int, bool]:
