@@ -10,6 +10,7 @@ import shutil
 import signal
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_cnn import run_dir as run_dir_module
 from mnist_cnn.cnn import ConvolutionalMNISTClassifier
 from mnist_cnn.resume import epochs_trained
 from mnist_cnn.run_dir import resolve_sweep_dir
@@ -234,9 +236,16 @@ def test_last_is_the_final_epoch_and_the_export_is_the_best_even_untested(mnist_
 # 5: sweeps never share a folder
 
 
-def test_sweep_folders_are_claimed_exclusively(tmp_path: Path) -> None:
+def test_sweep_folders_are_claimed_exclusively(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Frozen(datetime):  # two sweeps starting in the very same second
+        @classmethod
+        def now(cls, tz=None) -> datetime:
+            return datetime(2026, 11, 25, 10, 0, 0)
+
+    monkeypatch.setattr(run_dir_module, "datetime", Frozen)
     first, second = resolve_sweep_dir(str(tmp_path)), resolve_sweep_dir(str(tmp_path))
-    assert first != second and Path(first).is_dir() and Path(second).is_dir()
+    assert Path(first) == tmp_path / "2026-11-25" / "10-00-00" and Path(second) == Path(f"{first}_1")
+    assert Path(second).is_dir()
 
 
 def test_two_sweeps_started_together_keep_their_own_folders_and_summaries(mnist_root: Path, tmp_path: Path) -> None:
@@ -268,6 +277,7 @@ def test_two_sweeps_started_together_keep_their_own_folders_and_summaries(mnist_
         (["scheduler=onecycle", "trainer.max_epochs=1"], "scheduler OneCycleLR fails"),
         (["data=mnist_pil", "data.augmentations.1.degrees=-5"], "If degrees is a single number, it must be positive"),
         (["data=mnist_pil", "data.augmentations.0.p=2"], "data.augmentations.0.p must be within [0, 1], got 2"),
+        (["data=mnist_pil", "data.augmentations.1.degrees=[10,5]"], "data.augmentations fail on an image"),
     ],
 )
 def test_values_that_would_fail_mid_run_are_refused_before_training(
@@ -316,41 +326,43 @@ class RunLifecycle(RuleBasedStateMachine):
     data: Path
     root: Path
 
-    def _start(self, overrides: list[str], kill_at: int | None) -> bool:
-        """Run a segment, killed at a step if asked; True if it ran to its end."""
+    def _start(self, overrides: list[str], kill_at: int | None, epochs: int) -> None:
+        """Run a segment of `epochs` epochs, killed at a step if asked."""
         process = start_cli(*overrides, cwd=self.cwd)
-        if kill_at is not None and kill_after_step(process, self.cwd, kill_at, self.run_dir):
-            return False
-        assert process.wait(timeout=600) == 0, error_text(process)[-3000:]
-        return True
+        killed = kill_at is not None and kill_after_step(process, self.cwd, kill_at, self.run_dir)
+        if not killed:
+            assert process.wait(timeout=600) == 0, error_text(process)[-3000:]
+        self.run_dir = self.run_dir or single_run_dir(self.cwd)
+        self.asked, self.finished, self.evaluated = epochs, not killed, False
+        # A kill on a busy machine may land after the last epoch's checkpoint: then nothing is left to train.
+        last = self.run_dir / "checkpoints" / "last.ckpt"
+        self.trained_out = last.is_file() and epochs_trained(load(last)) == (epochs, False)
+
+    def _kill_step(self, fraction: float | None, done: int, total: int) -> int | None:
+        """The step to kill at: `fraction` of the way from `done` to `total`; None if too near the end to land."""
+        step = None if fraction is None else done + max(2, int(fraction * (total - done)))
+        return step if step is not None and step < total - 8 else None
 
     @initialize(epochs=st.integers(1, 2), kill=st.none() | st.floats(0.05, 0.8))
     def start(self, epochs: int, kill: float | None) -> None:
         self.cwd = Path(tempfile.mkdtemp(dir=self.root))
         self.run_dir: Path | None = None
         self.had_metrics = False
-        self.evaluated = False
         overrides = [*TINY, f"paths.data_dir={self.data}", f"trainer.max_epochs={epochs}"]
-        total = epochs * STEPS_PER_EPOCH
-        self.finished = self._start(overrides, None if kill is None else max(2, int(kill * total)))
-        self.run_dir = single_run_dir(self.cwd)
-        self.asked = epochs  # trainer.max_epochs the run's latest segment asked for; `finished`: that segment ended
+        # asked: trainer.max_epochs of the run's latest segment; finished: that segment ended by itself
+        self._start(overrides, self._kill_step(kill, 0, epochs * STEPS_PER_EPOCH), epochs)
 
     @rule(more=st.integers(0, 1), kill=st.none() | st.floats(0.1, 0.8))
     def resume(self, more: int, kill: float | None) -> None:
         target = self.asked + more
         overrides = [f"resume={self.run_dir}", *([f"trainer.max_epochs={target}"] if more else [])]
-        if self.finished and not more:
+        if (self.finished or self.trained_out) and not more:
             before = snapshot(self.run_dir)
             refused(run_cli("train", *overrides, cwd=self.cwd), "nothing left to train")
             assert snapshot(self.run_dir) == before
             return
         newest = max(newest_step(self.run_dir), self._last_step())
-        kill_at = None if kill is None else newest + max(2, int(kill * (target * STEPS_PER_EPOCH - newest)))
-        if kill_at is not None and kill_at >= target * STEPS_PER_EPOCH - 4:
-            kill_at = None  # too close to the end to land before it
-        self.finished, self.asked = self._start(overrides, kill_at), target
-        self.evaluated = False
+        self._start(overrides, self._kill_step(kill, newest, target * STEPS_PER_EPOCH), target)
 
     @precondition(lambda self: (self.run_dir / "checkpoints" / "last.ckpt").is_file())
     @rule()

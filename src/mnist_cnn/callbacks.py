@@ -56,8 +56,9 @@ class CheckpointContinuity(Callback):
         states = checkpoint.get(RNG_STATE_KEY) or {}
         if "torch" in states:
             torch.set_rng_state(states["torch"])
-        if "cuda" in states and pl_module.device.type == "cuda":
-            torch.cuda.set_rng_state(states["cuda"], pl_module.device)
+        device = trainer.strategy.root_device  # the module may not be on it yet while restoring
+        if "cuda" in states and device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda"], device)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs after Lightning restored the module and callbacks from `ckpt_path`, before the first step.
@@ -79,5 +80,6 @@ class CheckpointContinuity(Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[TRAIN_SECONDS_KEY] = round(self.train_seconds(), 3)
         checkpoint[RNG_STATE_KEY] = {"torch": torch.get_rng_state()}
-        if pl_module.device.type == "cuda":
-            checkpoint[RNG_STATE_KEY]["cuda"] = torch.cuda.get_rng_state(pl_module.device)
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            checkpoint[RNG_STATE_KEY]["cuda"] = torch.cuda.get_rng_state(device)

@@ -150,7 +150,8 @@ class MNISTDataModule(MNISTDataModuleBase):
             if isinstance(p, int | float) and not 0 <= p <= 1:
                 raise ConfigError(f"data.augmentations.{number}.p must be within [0, 1], got {p}")
         try:
-            self.train_transform()(Image.new("L", (IMAGE_SIZE, IMAGE_SIZE)))
+            with torch.random.fork_rng(devices=[]):  # the run's own random draws stay as its seed makes them
+                self.train_transform()(Image.new("L", (IMAGE_SIZE, IMAGE_SIZE)))
         except Exception as error:
             raise ConfigError(f"data.augmentations fail on an image: {' '.join(str(error).split())}") from error
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.utilities import rank_zero_only
@@ -53,6 +54,11 @@ def check_overrides(overrides: list[str]) -> None:
         raise ConfigError(f"resume continues a run with its own config; it accepts only {allowed} (got {refused[0]})")
 
 
+def check_epochs(max_epochs: Any) -> None:
+    if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 0:
+        raise ConfigError(f"trainer.max_epochs must be an integer >= 0, got {max_epochs!r}")
+
+
 def check_resume(run_dir: Path) -> None:
     """Raise unless this command may resume `run_dir`: allowed overrides, epochs left to train, and a saved
     optimizer and schedule that the resumed settings do not contradict."""
@@ -65,14 +71,17 @@ def check_resume(run_dir: Path) -> None:
     path = newest_checkpoint(run_dir)
     checkpoint = read_checkpoint(path)
     max_epochs, source = OmegaConf.select(config, "trainer.max_epochs"), f"resume: {run_dir} ({path.name})"
+    check_epochs(max_epochs)
     check_epochs_left(checkpoint, max_epochs, source)
     wanted = {key: OmegaConf.to_container(config[key], resolve=True) for key in ("optimizer", "scheduler")}
     check_resumable(checkpoint, wanted, path)  # e.g. cosine's T_max follows trainer.max_epochs
     planned = [state.get("total_steps") for state in checkpoint.get("lr_schedulers") or []]
-    if any(planned) and max_epochs != OmegaConf.select(saved, "trainer.max_epochs"):
+    length = ("trainer.max_epochs", "trainer.devices")  # what sets the run's number of optimizer steps
+    changed = [key for key in length if OmegaConf.select(config, key) != OmegaConf.select(saved, key)]
+    if any(planned) and changed:
+        was = ", ".join(f"{key}={OmegaConf.select(saved, key)}" for key in length)
         raise CheckpointError(
-            f"{source}: its lr schedule is planned for {planned[0]} optimizer steps over "
-            f"trainer.max_epochs={OmegaConf.select(saved, 'trainer.max_epochs')}; resume with that many epochs"
+            f"{source}: its lr schedule is planned for {planned[0]} optimizer steps ({was}); resume with those"
         )
 
 
@@ -85,8 +94,8 @@ def epochs_trained(checkpoint: dict[str, Any]) -> tuple[int, bool]:
 
 def check_epochs_left(checkpoint: dict[str, Any], max_epochs: Any, source: str) -> None:
     """Raise unless fitting from `checkpoint` up to `max_epochs` trains something (Lightning would silently not)."""
-    if not isinstance(max_epochs, int) or max_epochs < 0 or checkpoint.get("epoch") is None:
-        return  # -1: no limit; other bad values are refused by train.check_epochs
+    if not isinstance(max_epochs, int) or checkpoint.get("epoch") is None:
+        return  # not a number: check_epochs says so
     whole, mid_epoch = epochs_trained(checkpoint)
     if max_epochs > whole:
         return
@@ -123,6 +132,17 @@ def _pin_run_identity(config: DictConfig, used: DictConfig) -> None:
     config.seed = used.seed
     if OmegaConf.select(config, "logger.tensorboard"):
         config.logger.tensorboard.version = used.logger.tensorboard.version
+
+
+class RecordEffectiveConfig(L.Callback):
+    """Write the run's effective config when training starts: after the checkpoint is restored and every check
+    has passed, so a segment refused on the way never becomes the config the next resume continues with."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        write_effective_config(self.cfg)
 
 
 def write_effective_config(cfg: DictConfig) -> None:

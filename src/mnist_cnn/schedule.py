@@ -31,8 +31,6 @@ def rehearse_schedule(
     scheduler: Mapping[str, Any], optimizer: Mapping[str, Any], epochs: int | float, steps: int | float
 ) -> None:
     """Step the configured schedule as often as the run will (per epoch or per optimizer step); raise if it fails."""
-    if not all(math.isfinite(n) for n in (epochs, steps)):
-        return  # an unbounded run (max_epochs=-1): no end to rehearse
     stand_in = instantiate(optimizer, params=[torch.nn.Parameter(torch.zeros(1))])
     name = str(scheduler.get("_target_", "")).rsplit(".", 1)[-1]
     try:

@@ -15,7 +15,13 @@ from mnist_cnn.callbacks import CheckpointContinuity
 from mnist_cnn.checkpoint import check_matches, check_resumable, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError, exit_on_user_error
-from mnist_cnn.resume import check_epochs_left, newest_checkpoint, resumed_config, write_effective_config
+from mnist_cnn.resume import (
+    RecordEffectiveConfig,
+    check_epochs,
+    check_epochs_left,
+    newest_checkpoint,
+    resumed_config,
+)
 from mnist_cnn.run_dir import resume_is_off
 from mnist_cnn.run_record import write_run_record
 from mnist_cnn.runner import CONFIG_DIR, build_datamodule, build_trainer, check_launch, to_dict, write_results
@@ -35,11 +41,6 @@ def build_module(cfg: DictConfig) -> MNISTClassifier:
     except (ValueError, TypeError, InstantiationException) as error:
         raise ConfigError(f"optimizer/scheduler config rejected: {' '.join(str(error).split())}") from error
     return module
-
-
-def check_epochs(max_epochs: Any) -> None:
-    if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 0:
-        raise ConfigError(f"trainer.max_epochs must be an integer >= 0, got {max_epochs!r}")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -62,9 +63,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_epochs_left(checkpoint, cfg.trainer.max_epochs, f"resume: {ckpt_path}" if resuming else f"{ckpt_path}")
 
     continuity = CheckpointContinuity(resuming=resuming)
-    trainer = build_trainer(cfg, extra_callbacks=[continuity])
+    trainer = build_trainer(cfg, extra_callbacks=[continuity, RecordEffectiveConfig(cfg)])
     check_launch(trainer)
-    write_effective_config(cfg)  # from now on, a resume continues with this segment's settings
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if OmegaConf.select(cfg, "callbacks.optuna_pruning"):  # imported only then: optuna is slow to import
         from mnist_cnn.pruning import raise_if_pruned
