@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import PROJECT_ROOT, VAL_SIZE
+
+pytestmark = pytest.mark.slow  # the command line, in subprocesses
 
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
 

@@ -52,6 +52,7 @@ def kill_after_first_step_checkpoint(process: subprocess.Popen, cwd: Path, timeo
     process.wait()
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_result(larger_mnist: Path, tmp_path: Path) -> None:
     overrides = [*RESUMABLE, f"paths.data_dir={larger_mnist}"]
     (tmp_path / "straight").mkdir()
@@ -81,6 +82,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(larger_mnist: Path, t
     assert list((run_dir / ".hydra").glob("resumed-*/overrides.yaml"))  # the first run's config is kept
 
 
+@pytest.mark.slow
 def test_resume_refuses_changes_and_needs_an_earlier_run(mnist_root: Path, tmp_path: Path) -> None:
     nothing = run_cli("train", "resume=true", cwd=tmp_path)
     assert (
@@ -94,6 +96,7 @@ def test_resume_refuses_changes_and_needs_an_earlier_run(mnist_root: Path, tmp_p
     assert "(got optimizer.lr=0.1)" in changed.stderr
 
 
+@pytest.mark.slow
 def test_a_diverging_loss_stops_training_and_keeps_finite_checkpoints(mnist_root: Path, tmp_path: Path) -> None:
     overrides = [*RESUMABLE, "callbacks.periodic_checkpoint.every_n_train_steps=1", "optimizer.lr=1e30"]
     result = run_cli("train", *overrides, f"paths.data_dir={mnist_root}", cwd=tmp_path)
@@ -125,6 +128,7 @@ def test_checkpoint_write_killed_midway_leaves_the_old_file(tmp_path: Path, monk
     assert sorted(path.name for path in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left behind
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing_results_is_one_line(tmp_path: Path) -> None:
     script = (
         "import errno, pathlib\n"
@@ -142,6 +146,7 @@ def test_disk_full_while_writing_results_is_one_line(tmp_path: Path) -> None:
     assert list((tmp_path / "out").iterdir()) == []  # nothing half-written presented as a result
 
 
+@pytest.mark.slow
 def test_unwritable_outputs_folder_is_a_clear_error(mnist_root: Path, tmp_path: Path) -> None:
     (tmp_path / "outputs").write_text("a file where the outputs folder should be")
     result = run_cli("train", *RESUMABLE, f"paths.data_dir={mnist_root}", cwd=tmp_path)
@@ -157,6 +162,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -
     assert all(folder.is_dir() for folder in folders)
 
 
+@pytest.mark.slow
 def test_two_trainings_at_once_never_mix_their_files(mnist_root: Path, tmp_path: Path) -> None:
     overrides = [*RESUMABLE, "trainer.max_epochs=1", "trainer.limit_train_batches=4", f"paths.data_dir={mnist_root}"]
     processes = [start_cli(*overrides, f"seed={seed}", cwd=tmp_path) for seed in (1, 2)]
@@ -323,6 +329,7 @@ def test_resume_skips_an_unreadable_checkpoint(tmp_path: Path) -> None:
     assert newest_checkpoint(tmp_path) == good
 
 
+@pytest.mark.slow
 def test_resume_with_the_csv_logger_keeps_the_earlier_metrics(mnist_root: Path, tmp_path: Path) -> None:
     overrides = [*RESUMABLE, "trainer.max_epochs=1", "trainer.limit_train_batches=4", "logger=csv"]
     first = run_cli("train", *overrides, f"paths.data_dir={mnist_root}", cwd=tmp_path)

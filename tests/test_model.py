@@ -1,36 +1,11 @@
 import pytest
 import torch
+from helpers import ChapterCNN
 from torch import nn
 
 from mnist_cnn.cnn import ConvolutionalMNISTClassifier, SeparableConv2d, count_parameters
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.mlp import MLP
-
-
-class ChapterCNN(nn.Module):
-    """A copy of the chapter's own class, as a reader of the chapter would have it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(1, 4, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(4, 8, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 8, kernel_size=5, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(8, 8, kernel_size=5, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(200, 64),
-            nn.ReLU(),
-            nn.Linear(64, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
 
 
 def test_output_shape_is_batch_by_ten_logits() -> None:

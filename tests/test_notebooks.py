@@ -26,6 +26,7 @@ def notebook_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_mnist(tmp_path_factory.mktemp("notebook-data"), train_size=5200, test_size=200)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
 def test_notebook_executes(path: Path, tmp_path: Path, notebook_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MNIST_CNN_DATA", str(notebook_data))  # the kernel inherits the environment

@@ -264,6 +264,7 @@ NOT_LOADED = "lacks train-images-idx3-ubyte"  # the error a missing data folder 
         ("data.batch_size=ten", "could not be converted to Integer\n    full_key: data.batch_size"),
     ],
 )
+@pytest.mark.slow
 def test_cli_fails_on_a_fault_before_loading_any_data(tmp_path: Path, override: str, message: str) -> None:
     result = run_cli("train", *FAST, f"paths.data_dir={tmp_path / 'no_such_folder'}", override, cwd=tmp_path)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-3000:]
@@ -271,6 +272,7 @@ def test_cli_fails_on_a_fault_before_loading_any_data(tmp_path: Path, override: 
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_learning_rate_that_is_not_a_number(mnist_root: Path, tmp_path: Path) -> None:
     """Was refused by our own check (exit 2) after composing; now Hydra refuses it while composing."""
     result = run_cli("train", *FAST, f"paths.data_dir={mnist_root}", "optimizer.lr=abc", cwd=tmp_path)

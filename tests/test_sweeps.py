@@ -12,12 +12,14 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import FAST, run_cli, single_run_dir, write_mnist
+from conftest import FAST, metrics_of, run_cli, single_run_dir, write_mnist
+from helpers import read_events
 from optuna.trial import TrialState
-from test_train import metrics_of, read_events
 from torchvision.datasets import MNIST
 
 from mnist_cnn.cnn import ConvolutionalMNISTClassifier
+
+pytestmark = pytest.mark.slow  # the command line, in subprocesses
 
 
 def the_sweep(cwd: Path) -> Path:

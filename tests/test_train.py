@@ -1,22 +1,16 @@
 """The train and eval entry points end to end: Hydra, a few batches, the files a run leaves."""
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, TEST_SIZE, run_cli, single_run_dir
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_model import ChapterCNN
+from conftest import FAST, TEST_SIZE, metrics_of, run_cli, single_run_dir
+from helpers import ChapterCNN, read_events
 
 from mnist_cnn.datamodule import MNISTDataModule
 
-
-def read_events(log_dir: Path) -> EventAccumulator:
-    events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
-    events.Reload()
-    return events
+pytestmark = pytest.mark.slow  # the command line, in subprocesses
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +20,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Path:
     result = run_cli("train", *FAST, f"paths.data_dir={mnist_root}", cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return single_run_dir(cwd)
-
-
-def metrics_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def test_run_writes_checkpoints_metrics_and_weights(trained: Path) -> None:
