@@ -9,8 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
 
 from mnist_cnn.idx import write_split
+from mnist_cnn.runner import CONFIG_DIR
+from mnist_cnn.train import train
 
 TRAIN_SIZE, TEST_SIZE, VAL_SIZE = 240, 80, 40
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +48,24 @@ def write_mnist(root: Path, train_size: int = TRAIN_SIZE, test_size: int = TEST_
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Path:
+    """One small training run, in-process (2 epochs of 4 batches, deterministic), that fast tests share."""
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    overrides = [*FAST, "trainer.max_epochs=2", "trainer.deterministic=true"]
+    cfg = compose_config("train", f"paths.data_dir={mnist_root}", f"paths.output_dir={run_dir}", *overrides)
+    with torch.random.fork_rng(devices=[]):  # leave the session's random state as it was
+        train(cfg)
+    return run_dir
+
+
+def compose_config(config: str, *overrides: str) -> DictConfig:
+    """`conf/<config>.yaml` composed with `overrides`, as Hydra's command line would (without running it)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config, overrides=list(overrides))
 
 
 def run_cli(command: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:

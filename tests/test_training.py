@@ -1,0 +1,129 @@
+"""Training, evaluation and the checks around a run, in-process: what the command line does, without its start-up."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TEST_SIZE, compose_config, metrics_of
+from helpers import read_events
+from omegaconf import OmegaConf
+
+from mnist_cnn.errors import CheckpointError, ConfigError
+from mnist_cnn.eval import evaluate
+from mnist_cnn.resume import check_epochs_left, check_resume, epochs_trained
+from mnist_cnn.schedule import rehearse_schedule
+
+STEPS = 4  # FAST: 4 training batches an epoch
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_a_run_reports_its_whole_history_and_exports_its_best(tiny_run: Path) -> None:
+    metrics = metrics_of(tiny_run)
+    assert metrics["epochs"] == 2 and metrics["parameters"] == 17_066 and metrics["test_images"] == TEST_SIZE
+    logged = [event.value for event in read_events(tiny_run / "tensorboard").Scalars("val/acc")]
+    assert len(logged) == 2 and metrics["val_acc_best"] == pytest.approx(max(logged))
+    best = load(Path(metrics["checkpoint"]))
+    assert Path(metrics["checkpoint"]).parent == tiny_run / "checkpoints"
+    exported = torch.load(tiny_run / "mnist_classifier.pth", weights_only=True)
+    assert all(torch.equal(exported[name], best["state_dict"][f"net.{name}"]) for name in exported)
+    assert metrics["train_seconds"] > 0 and best["train_seconds"] > 0  # the clock travels in checkpoints
+
+
+def test_last_checkpoint_is_the_final_epoch(tiny_run: Path) -> None:
+    last = load(tiny_run / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 1 and last["global_step"] == 2 * STEPS and epochs_trained(last) == (2, False)
+    assert "torch" in last["rng_states"]
+
+
+def test_the_effective_config_is_recorded_with_the_runs_seed(tiny_run: Path) -> None:
+    saved = OmegaConf.load(tiny_run / ".hydra" / "effective_config.yaml")
+    assert saved.trainer.max_epochs == 2 and saved.seed == 42
+    assert OmegaConf.is_interpolation(saved.data, "data_dir")  # paths.data_dir may still change on resume
+
+
+def test_a_finished_run_has_nothing_left_to_resume(tiny_run: Path) -> None:
+    with pytest.raises(ConfigError, match="has already trained all 2 epochs: nothing left to train"):
+        check_resume(tiny_run)
+
+
+def test_evaluating_the_best_checkpoint_gives_the_runs_test_accuracy(
+    tiny_run: Path, mnist_root: Path, tmp_path: Path
+) -> None:
+    metrics = metrics_of(tiny_run)
+    overrides = [f"ckpt_path={metrics['checkpoint']}", f"paths.data_dir={mnist_root}", f"paths.output_dir={tmp_path}"]
+    cfg = compose_config("eval", *overrides, "data.download=false", "trainer.accelerator=cpu")
+    with torch.random.fork_rng(devices=[]):
+        evaluated = evaluate(cfg)
+    assert evaluated["test_acc"] == pytest.approx(metrics["test_acc"], abs=1e-6)
+    assert (tmp_path / "test_confusion_matrix.csv").read_text() == (tiny_run / "test_confusion_matrix.csv").read_text()
+
+
+def checkpoint_at(epoch: int, processed: int) -> dict:
+    """The parts of a Lightning checkpoint that say how far it trained."""
+    progress = {"current": {"processed": processed}}
+    return {"epoch": epoch, "loops": {"fit_loop": {"epoch_progress": progress}}}
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "max_epochs", "message"),
+    [
+        (checkpoint_at(epoch=1, processed=2), 3, None),  # end of epoch 2 of 3
+        (checkpoint_at(epoch=1, processed=2), 2, "has already trained all 2 epochs: nothing left to train"),
+        (checkpoint_at(epoch=1, processed=2), 1, "has already trained 2 epochs: trainer.max_epochs=1 is fewer"),
+        (checkpoint_at(epoch=2, processed=2), 3, None),  # part-way through epoch 3 of 3
+        (checkpoint_at(epoch=2, processed=2), 2, "2 epochs and part of the next: trainer.max_epochs=2 is fewer"),
+    ],
+)
+def test_a_start_from_a_checkpoint_must_have_epochs_left(checkpoint: dict, max_epochs: int, message: str) -> None:
+    assert epochs_trained(checkpoint)[1] == (checkpoint["epoch"] == 2)
+    if message is None:
+        check_epochs_left(checkpoint, max_epochs, "run")
+    else:
+        with pytest.raises(ConfigError, match=message):
+            check_epochs_left(checkpoint, max_epochs, "run")
+
+
+ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3}
+ONE_CYCLE = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "max_lr": 0.01, "total_steps": None, "interval": "step"}
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "epochs", "steps", "message"),
+    [
+        ({"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 0}, 5, 100, "StepLR fails at its step 1 of 5"),
+        ({"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 2}, 5, 100, None),
+        ({"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": 5}, 5, 100, None),
+        ({**ONE_CYCLE, "pct_start": 0.25}, 1, 4, "OneCycleLR fails when built in this run \\(ZeroDivisionError"),
+        ({**ONE_CYCLE, "pct_start": 0.25}, 5, 100, None),
+        (
+            {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 1, "gamma": float("inf")},
+            3,
+            100,
+            "StepLR fails at its step 1 of 3 in this run \\(ValueError: the learning rate becomes inf",
+        ),
+    ],
+)
+def test_a_schedule_is_rehearsed_over_the_whole_run(scheduler: dict, epochs: int, steps: int, message: str) -> None:
+    if message is None:
+        rehearse_schedule(scheduler, ADAM, epochs, steps)
+    else:
+        with pytest.raises(ConfigError, match=f"scheduler {message}"):
+            rehearse_schedule(scheduler, ADAM, epochs, steps)
+
+
+def test_a_resume_is_refused_without_a_saved_config(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(ConfigError, match="has no saved config"):
+        check_resume(tmp_path)
+
+
+def test_a_truncated_checkpoint_is_not_resumed_from(tiny_run: Path, tmp_path: Path) -> None:
+    from mnist_cnn.checkpoint import read_checkpoint
+
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes((tiny_run / "checkpoints" / "last.ckpt").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint"):
+        read_checkpoint(broken)
