@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from torchvision.datasets import MNIST
 
 from mnist_cnn.augment import normalize, to_unit_float
@@ -111,6 +111,9 @@ class MNISTTensorDataModule(MNISTDataModuleBase):
         if not shuffle:
             sampler = self.eval_sampler(tensors)
             return DataLoader(tensors, batch_size, sampler=sampler, collate_fn=whole_batch, generator=generator)
-        # Training: an order that a mid-epoch checkpoint can restore (see mnist_cnn.sampling).
-        batches = ResumableBatchSampler(ResumableRandomSampler(tensors), batch_size, drop_last=False)
+        # Training: an order that a mid-epoch checkpoint can restore (see mnist_cnn.sampling). Lightning's
+        # overfit_batches means "the same first batches every epoch", which it cannot arrange for our sampler.
+        overfit = self.trainer is not None and self.trainer.overfit_batches > 0
+        order = SequentialSampler(tensors) if overfit else ResumableRandomSampler(tensors)
+        batches = ResumableBatchSampler(order, batch_size, drop_last=False)
         return ResumableDataLoader(tensors, batch_sampler=batches, collate_fn=whole_batch, generator=generator)
