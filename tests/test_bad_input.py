@@ -48,6 +48,7 @@ def test_unknown_option_lists_the_valid_ones(mnist_root: Path, tmp_path: Path) -
     assert result.returncode != 0
     assert "Could not find 'optimizer/adamm'" in result.stderr
     assert all(name in result.stderr for name in ("adam", "adamw", "sgd"))
+    assert "schema" not in result.stderr.split("Config search path")[0]  # schemas are not options
     assert not (tmp_path / "outputs").exists()
 
 

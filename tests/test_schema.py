@@ -251,7 +251,8 @@ def test_register_schemas_is_idempotent() -> None:
     schema.register_schemas()
     schema.register_schemas()
     for group, schemas in schema.SCHEMAS.items():
-        assert {f"{option}_schema.yaml" for option in schemas} <= set(ConfigStore.instance().list(group))
+        assert {f"{option}.yaml" for option in schemas} <= set(ConfigStore.instance().list(f"schema/{group}"))
+        assert group not in ConfigStore.instance().repo  # so Hydra lists no schema among the group's options
 
 
 NOT_LOADED = "lacks train-images-idx3-ubyte"  # the error a missing data folder gives once data is loaded

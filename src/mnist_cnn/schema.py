@@ -1,7 +1,8 @@
 """Typed schemas for the config groups, so a typo or a wrong type fails when Hydra composes the config.
 
-Each option `conf/<group>/<option>.yaml` starts its defaults list with `<option>_schema`, a dataclass stored
-here in Hydra's ConfigStore under the same group (Hydra's "config group schema" pattern). Its YAML values are
+Each option `conf/<group>/<option>.yaml` starts its defaults list with `/schema/<group>/<option>@_here_`, a
+dataclass stored here in Hydra's ConfigStore (Hydra's "config group schema" pattern), under a `schema/` group
+of its own so that Hydra does not offer it as an option of `<group>`. Its YAML values are
 merged into the dataclass, so a value that does not fit a field's type, or a key the dataclass lacks, is
 rejected with a message naming the full key (`optimizer.lr`, `data.batch_sise`), before any data is loaded.
 
@@ -354,7 +355,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "logger": {"tensorboard": TensorBoardLoggerGroupConfig, "csv": CSVLoggerGroupConfig},
     "paths": {"default": PathsConfig},
 }
-"""Per group, the options that carry a schema, stored as `<group>/<option>_schema`; the others extend one."""
+"""Per group, the options that carry a schema, stored as `schema/<group>/<option>`; the others extend one."""
+
+SCHEMA_GROUP = "schema"  # not a group of the train config, so Hydra never lists schemas among its options
 
 
 def field_names(schema: type) -> list[str]:
@@ -366,4 +369,4 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for group, options in SCHEMAS.items():
         for option, schema in options.items():
-            store.store(group=group, name=f"{option}_schema", node=schema)
+            store.store(group=f"{SCHEMA_GROUP}/{group}", name=option, node=schema)
