@@ -127,3 +127,10 @@ def test_a_truncated_checkpoint_is_not_resumed_from(tiny_run: Path, tmp_path: Pa
     broken.write_bytes((tiny_run / "checkpoints" / "last.ckpt").read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint"):
         read_checkpoint(broken)
+
+
+def test_tensorboard_hparams_are_readable_columns(tiny_run: Path) -> None:
+    session = read_events(tiny_run / "tensorboard").PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    for column in (b"model", b"optimizer", b"lr", b"scheduler", b"batch_size", b"augmentation", b"seed"):
+        assert column in session
+    assert b"_target_" not in session and b"flip 0.5, rotate 10" in session and b"Adam" in session

@@ -71,18 +71,44 @@ def check_launch(trainer: L.Trainer) -> None:
 
 
 def _hparams(cfg: DictConfig, module: MNISTClassifier) -> dict[str, Any]:
-    """The settings worth comparing runs by, for TensorBoard's HPARAMS tab.
+    """The settings worth comparing runs by, as readable columns of TensorBoard's HPARAMS tab.
 
     Model, optimizer and scheduler come from the module, which for eval holds the checkpoint's own.
     """
+    net, optimizer, scheduler = module.hparams.net, module.hparams.optimizer, module.hparams.scheduler or {}
     return {
-        "model": module.hparams.net,
-        "optimizer": module.hparams.optimizer,
-        "scheduler": module.hparams.scheduler,
-        "data": to_dict(cfg.data),
+        "model": _class_name(net) + (f" ({net['conv']})" if net.get("conv", "standard") != "standard" else ""),
+        "optimizer": _class_name(optimizer),
+        "lr": optimizer.get("lr"),
+        "weight_decay": optimizer.get("weight_decay", 0.0),
+        "scheduler": _class_name(scheduler) or "none",
+        "batch_size": cfg.data.batch_size,
+        "augmentation": describe_augmentation(cfg.data),
+        "max_epochs": cfg.trainer.get("max_epochs"),
         "seed": cfg.seed,
-        "trainer": {"max_epochs": cfg.trainer.get("max_epochs"), "accelerator": cfg.trainer.get("accelerator")},
     }
+
+
+def _class_name(node: Any) -> str:
+    return str((node or {}).get("_target_", "")).rsplit(".", 1)[-1]
+
+
+def describe_augmentation(data: DictConfig) -> str:
+    """`flip 0.5, rotate 10` (either data path), `none`, or the transforms' class names."""
+    nodes = data.get("augmentation") or data.get("augmentations") or []
+    nodes = [nodes] if isinstance(nodes, DictConfig) else list(nodes)
+    parts = []
+    for node in nodes:
+        settings = {key: value for key, value in to_dict(node).items() if key != "_target_"}
+        flip = settings.get("flip_p", settings.get("p") if "Flip" in _class_name(node) else None)
+        if flip is not None:
+            parts.append(f"flip {flip:g}")
+        if "degrees" in settings:
+            degrees = settings["degrees"]
+            parts.append(f"rotate {degrees:g}" if isinstance(degrees, int | float) else f"rotate {degrees}")
+        if flip is None and "degrees" not in settings:
+            parts.append(_class_name(node))
+    return ", ".join(parts) or "none"
 
 
 def log_final_metrics(trainer: L.Trainer, params: dict[str, Any], metrics: dict[str, float | None]) -> None:
