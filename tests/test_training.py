@@ -4,14 +4,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TEST_SIZE, compose_config, metrics_of
+from conftest import FAST, TEST_SIZE, compose_config, metrics_of
 from helpers import read_events
 from omegaconf import OmegaConf
 
-from mnist_cnn.errors import CheckpointError, ConfigError
+from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from mnist_cnn.eval import evaluate
 from mnist_cnn.resume import check_epochs_left, check_resume, epochs_trained
 from mnist_cnn.schedule import rehearse_schedule
+from mnist_cnn.train import train
 
 STEPS = 4  # FAST: 4 training batches an epoch
 
@@ -134,3 +135,12 @@ def test_tensorboard_hparams_are_readable_columns(tiny_run: Path) -> None:
     for column in (b"model", b"optimizer", b"lr", b"scheduler", b"batch_size", b"augmentation", b"seed"):
         assert column in session
     assert b"_target_" not in session and b"flip 0.5, rotate 10" in session and b"Adam" in session
+
+
+def test_a_diverging_loss_stops_before_its_update_whatever_the_callbacks(mnist_root: Path, tmp_path: Path) -> None:
+    fast = [override for override in FAST if not override.startswith("callbacks.")]
+    overrides = [*fast, f"paths.data_dir={mnist_root}", f"paths.output_dir={tmp_path}", "optimizer.lr=1e30"]
+    cfg = compose_config("train", *overrides, "callbacks=none", "trainer.enable_checkpointing=false")
+    message = r"the loss is (nan|inf) at step \d+ \(epoch 0, batch \d+\); stopped before that update"
+    with torch.random.fork_rng(devices=[]), pytest.raises(TrainingDivergedError, match=message):
+        train(cfg)

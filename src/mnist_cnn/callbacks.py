@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary
 from lightning.pytorch.trainer.states import TrainerFn
 
+from mnist_cnn.errors import CheckpointError, TrainingDivergedError
+
 log = logging.getLogger(__name__)
 
 
@@ -31,6 +33,35 @@ class ExactModelSummary(ModelSummary):
         log.info("Trainable parameters (exact): %s", f"{trainable_parameters:,}")
 
 
+def logger_writes_this_step(trainer: L.Trainer) -> bool:
+    """Whether the loggers write at the step about to run (Lightning's own test)."""
+    every = trainer.log_every_n_steps
+    return every > 0 and (trainer.global_step + 1) % every == 0
+
+
+class DivergenceGuard(Callback):
+    """Stop at the first non-finite loss, before its update, and never checkpoint non-finite weights.
+
+    Reading the loss on the host makes a GPU wait, so there it is read on logging steps only; between them
+    a non-finite update is still caught when a checkpoint is saved.
+    """
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        if pl_module.device.type != "cpu" and not logger_writes_this_step(trainer):
+            return
+        if not torch.isfinite(loss):
+            batch = trainer.fit_loop.epoch_loop.batch_idx
+            raise TrainingDivergedError(
+                f"training diverged: the loss is {loss.item()} at step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch}, batch {batch}); stopped before that update, checkpoints kept as they were"
+            )
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        broken = [name for name, tensor in pl_module.named_parameters() if not torch.isfinite(tensor).all()]
+        if broken:
+            raise TrainingDivergedError(f"training diverged: non-finite weights in {', '.join(broken[:3])}; not saved")
+
+
 RNG_STATE_KEY = "rng_states"
 TRAIN_SECONDS_KEY = "train_seconds"
 
@@ -50,7 +81,10 @@ class CheckpointContinuity(Callback):
         self._started: float | None = None
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        if not self.resuming or trainer.state.fn != TrainerFn.FITTING:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return  # loading weights to test must not touch the caller's random state
+        check_schedule_length(checkpoint, trainer.estimated_stepping_batches)
+        if not self.resuming:
             return
         self.seconds_before = float(checkpoint.get(TRAIN_SECONDS_KEY) or 0.0)
         states = checkpoint.get(RNG_STATE_KEY) or {}
@@ -83,3 +117,14 @@ class CheckpointContinuity(Callback):
         device = trainer.strategy.root_device
         if device.type == "cuda":
             checkpoint[RNG_STATE_KEY]["cuda"] = torch.cuda.get_rng_state(device)
+
+
+def check_schedule_length(checkpoint: dict, steps: int | float) -> None:
+    """A one-cycle schedule restored from a checkpoint keeps its planned steps: a longer run would crash late."""
+    for state in checkpoint.get("lr_schedulers") or []:
+        planned = state.get("total_steps")
+        if planned is not None and planned != steps:
+            raise CheckpointError(
+                f"the checkpoint's lr schedule is planned for {planned} steps, this run has {steps}: "
+                "resume with the same trainer.max_epochs and batch size"
+            )

@@ -7,13 +7,12 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from mnist_cnn.callbacks import DivergenceGuard, logger_writes_this_step
 from mnist_cnn.confusion import confusion_figure
-from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from mnist_cnn.idx import IMAGE_SIZE, NUM_CLASSES
 from mnist_cnn.schedule import build_scheduler, rehearse_schedule
 
@@ -36,9 +35,6 @@ class MNISTClassifier(L.LightningModule):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
-        lr = optimizer.get("lr")
-        if lr is not None and not (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0):
-            raise ConfigError(f"optimizer.lr must be a number > 0, got {lr!r}")
         self.save_hyperparameters(logger=False)
         self.net: nn.Module = instantiate(net)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -66,27 +62,16 @@ class MNISTClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, preds, labels = self._step(batch)
-        if self._checks_loss_this_step() and not torch.isfinite(loss):  # before backward: weights stay finite
-            raise TrainingDivergedError(
-                f"training diverged: the loss is {loss.item()} at step {self.global_step} (epoch "
-                f"{self.current_epoch}, batch {batch_idx}); stopped before that update, checkpoints kept as they were"
-            )
         # Plain metric updates: each `self.log` call costs about as much as a tenth of this small model's
         # step (benchmarks/), so per-step values are logged only on the steps the logger writes.
         self.train_loss.update(loss.detach())
         self.train_acc.update(preds, labels)
-        if self._logger_writes_this_step():
+        if logger_writes_this_step(self.trainer):
             self.log("train/loss_step", loss, prog_bar=True)
         return loss
 
-    def _checks_loss_this_step(self) -> bool:
-        # Reading the loss on the host makes a GPU wait, so there it is read on logging steps only; between
-        # them a non-finite update is still caught when a checkpoint is saved (on_save_checkpoint).
-        return self.device.type == "cpu" or self._logger_writes_this_step()
-
-    def _logger_writes_this_step(self) -> bool:
-        every = self.trainer.log_every_n_steps
-        return every > 0 and (self.global_step + 1) % every == 0  # Lightning's own test, before the step
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [DivergenceGuard()]  # on whatever `callbacks=` says
 
     def on_train_epoch_end(self) -> None:
         self.log("train/loss_epoch", self.train_loss.compute())  # compute() syncs across processes
@@ -130,30 +115,6 @@ class MNISTClassifier(L.LightningModule):
         fig = confusion_figure(counts, title=f"{tag} (epoch {self.current_epoch})")
         for board in boards:
             board.experiment.add_figure(tag, fig, global_step=self.current_epoch, close=False)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to save non-finite weights."""
-        broken = [name for name, tensor in self.net.named_parameters() if not torch.isfinite(tensor).all()]
-        if broken:
-            raise TrainingDivergedError(f"training diverged: non-finite weights in {', '.join(broken[:3])}; not saved")
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """When fitting from a checkpoint, refuse a schedule whose saved length this run would overrun.
-
-        (Its RNG state and clock are restored by `mnist_cnn.callbacks.CheckpointContinuity`, when resuming.)
-        """
-        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
-            self._check_schedule_length(checkpoint)
-
-    def _check_schedule_length(self, checkpoint: dict[str, Any]) -> None:
-        """A one-cycle schedule restored from a checkpoint keeps its planned steps: a longer run would crash late."""
-        for state in checkpoint.get("lr_schedulers") or []:
-            planned, steps = state.get("total_steps"), self.trainer.estimated_stepping_batches
-            if planned is not None and planned != steps:
-                raise CheckpointError(
-                    f"the checkpoint's lr schedule is planned for {planned} steps, this run has {steps}: "
-                    "resume with the same trainer.max_epochs and batch size"
-                )
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())

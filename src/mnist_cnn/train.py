@@ -30,6 +30,9 @@ from mnist_cnn.sweep import in_multirun, run_job
 
 def build_module(cfg: DictConfig) -> MNISTClassifier:
     """The LightningModule, with its optimizer and scheduler tried once so bad values fail now, not mid-fit."""
+    lr = cfg.optimizer.get("lr")
+    if lr is not None and not (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0):
+        raise ConfigError(f"optimizer.lr must be a number > 0, got {lr!r}")
     module = MNISTClassifier(
         net=to_dict(cfg.model),
         optimizer=to_dict(cfg.optimizer),
