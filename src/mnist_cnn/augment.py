@@ -14,9 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mnist_cnn.errors import ConfigError
-
-PIXEL_MEAN = 0.5  # the chapter's Normalize(0.5, 0.5)
-PIXEL_STD = 0.5
+from mnist_cnn.images import PIXEL_MEAN, PIXEL_STD
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:

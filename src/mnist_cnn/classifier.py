@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from mnist_cnn.callbacks import DivergenceGuard, logger_writes_this_step
 from mnist_cnn.confusion import confusion_figure
-from mnist_cnn.idx import IMAGE_SIZE, NUM_CLASSES
+from mnist_cnn.images import IMAGE_SIZE, NUM_CLASSES
 from mnist_cnn.schedule import build_scheduler, rehearse_schedule
 
 

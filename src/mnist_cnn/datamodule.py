@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from mnist_cnn.augment import PIXEL_MEAN, PIXEL_STD
 from mnist_cnn.errors import ConfigError, DataError
-from mnist_cnn.idx import IMAGE_SIZE, LOCAL_COPY_HINT, check_mnist, missing_files
+from mnist_cnn.idx import LOCAL_COPY_HINT, check_mnist, missing_files
+from mnist_cnn.images import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
 
 Transform = Callable[[object], object]
 

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cnn.errors import DataError
+from mnist_cnn.images import IMAGE_SIZE, NUM_CLASSES
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
 SPLIT_PREFIXES = {"train": "train", "test": "t10k"}
 LOCAL_COPY_HINT = "point paths.data_dir at a folder holding MNIST/raw/ with the four uncompressed IDX files"
 

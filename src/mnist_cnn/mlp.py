@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.idx import IMAGE_SIZE, NUM_CLASSES
+from mnist_cnn.images import IMAGE_SIZE, NUM_CLASSES
 
 
 class MLP(nn.Module):

@@ -279,10 +279,10 @@ class LearningRateMonitorConfig:
 
 
 @dataclass
-class ExactModelSummaryConfig:
-    """`mnist_cnn.callbacks.ExactModelSummary`."""
+class ModelSummaryConfig:
+    """`lightning.pytorch.callbacks.ModelSummary`."""
 
-    _target_: str = "mnist_cnn.callbacks.ExactModelSummary"
+    _target_: str = "lightning.pytorch.callbacks.ModelSummary"
     max_depth: int = 1
 
 
@@ -320,7 +320,7 @@ class CallbacksConfig:
     last_checkpoint: ModelCheckpointConfig | None = MISSING
     periodic_checkpoint: ModelCheckpointConfig | None = MISSING
     lr_monitor: LearningRateMonitorConfig | None = MISSING
-    model_summary: ExactModelSummaryConfig | None = MISSING
+    model_summary: ModelSummaryConfig | None = MISSING
     progress_bar: TQDMProgressBarConfig | None = MISSING
     optuna_pruning: OptunaPruningConfig | None = MISSING
 

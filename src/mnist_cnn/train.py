@@ -1,5 +1,6 @@
 """`mnist-cnn-train`: fit the configured model, test its best checkpoint, write the run's results."""
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_cnn.callbacks import CheckpointContinuity
 from mnist_cnn.checkpoint import check_matches, check_resumable, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
+from mnist_cnn.cnn import count_parameters
 from mnist_cnn.errors import ConfigError, exit_on_user_error
 from mnist_cnn.resume import (
     RecordEffectiveConfig,
@@ -26,6 +28,8 @@ from mnist_cnn.run_dir import resume_is_off
 from mnist_cnn.run_record import write_run_record
 from mnist_cnn.runner import CONFIG_DIR, build_datamodule, build_trainer, check_launch, to_dict, write_results
 from mnist_cnn.sweep import in_multirun, run_job
+
+log = logging.getLogger(__name__)
 
 
 def build_module(cfg: DictConfig) -> MNISTClassifier:
@@ -68,6 +72,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     continuity = CheckpointContinuity(resuming=resuming)
     trainer = build_trainer(cfg, extra_callbacks=[continuity, RecordEffectiveConfig(cfg)])
     check_launch(trainer)
+    log.info("trainable parameters: %s", f"{count_parameters(module.net):,}")  # exact; Lightning's table rounds
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if OmegaConf.select(cfg, "callbacks.optuna_pruning"):  # imported only then: optuna is slow to import
         from mnist_cnn.pruning import raise_if_pruned
