@@ -19,15 +19,11 @@ from mnist_cnn.cnn import count_parameters
 from mnist_cnn.confusion import save_confusion_matrix
 from mnist_cnn.errors import ConfigError, user_error_in
 from mnist_cnn.files import save_torch, write_json
-from mnist_cnn.run_dir import register_resolvers
 from mnist_cnn.sweep import RELAUNCH_IN_SWEEP, in_multirun
-from mnist_cnn.sweep import register_resolvers as register_sweep_resolvers
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-register_resolvers()  # conf/hydra/default.yaml names run folders with them
-register_sweep_resolvers()  # seeds, threads and TensorBoard names of multirun jobs
 
 
 def to_dict(node: Any) -> Any:
