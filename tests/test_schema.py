@@ -21,7 +21,7 @@ from mnist_cnn import schema
 from mnist_cnn.runner import CONFIG_DIR
 
 # The option each yaml-only option extends (its schema is that option's).
-EXTENDS = {("model", "cnn_separable"): "cnn", ("trainer", "cpu"): "default", ("trainer", "gpu"): "default"}
+EXTENDS = {("trainer", "cpu"): "default", ("trainer", "gpu"): "default"}
 EXTENDS[("trainer", "ddp")] = "default"
 
 # (group, option, override, the full key the error must name): one value of the wrong type per case.
@@ -34,7 +34,7 @@ WRONG_TYPES = [
     ("data", "mnist_pil", "data.num_workers=two", "data.num_workers"),
     ("data", "mnist_pil", "data.pin_memory=maybe", "data.pin_memory"),
     ("data", "mnist_pil", "data.augmentations=flip", "data.augmentations"),
-    ("model", "cnn", "model.conv=[standard]", "model.conv"),
+    ("model", "cnn", "model._target_=[a,b]", "model._target_"),
     ("model", "cnn_separable", "model.conv={kind: separable}", "model.conv"),
     ("model", "mlp", "model.hidden_sizes=[fifty]", "model.hidden_sizes[0]"),
     ("model", "mlp", "model.hidden_sizes=50", "model.hidden_sizes"),
@@ -85,7 +85,7 @@ UNKNOWN_KEYS = [
     ("data", "mnist", "data.batch_sise=8", "data.batch_sise"),
     ("data", "mnist", "data.augmentation.degree=5", "data.augmentation.degree"),
     ("data", "mnist_pil", "data.num_worker=2", "data.num_worker"),
-    ("model", "cnn", "model.convv=separable", "model.convv"),
+    ("model", "cnn", "model.conv=separable", "model.conv"),  # one way to the separable CNN: model=cnn_separable
     ("model", "cnn_separable", "model.channels=8", "model.channels"),
     ("model", "mlp", "model.hidden_size=[10]", "model.hidden_size"),
     ("optimizer", "adam", "optimizer.lrr=0.1", "optimizer.lrr"),

@@ -164,14 +164,14 @@ def test_chapter_experiment_runs_without_a_validation_split(mnist_root: Path, tm
     assert Path(metrics["checkpoint"]).name == "epoch_000.ckpt"
 
 
-@pytest.mark.parametrize("model", ["model.conv=separable", "model=mlp"])
+@pytest.mark.parametrize("model", ["model=cnn_separable", "model=mlp"])
 def test_other_models_train_and_their_checkpoints_evaluate(mnist_root: Path, tmp_path: Path, model: str) -> None:
     train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
     train_dir.mkdir(), eval_dir.mkdir()
     result = run_cli("train", *FAST, f"paths.data_dir={mnist_root}", model, cwd=train_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     trained = metrics_of(single_run_dir(train_dir))
-    assert trained["parameters"] == {"model.conv=separable": 14_151, "model=mlp": 39_760}[model]
+    assert trained["parameters"] == {"model=cnn_separable": 14_151, "model=mlp": 39_760}[model]
     # eval is given no model option: it rebuilds the network from the checkpoint's own config
     overrides = [f"ckpt_path={trained['checkpoint']}", f"paths.data_dir={mnist_root}", "data.download=false"]
     result = run_cli("eval", *overrides, cwd=eval_dir)

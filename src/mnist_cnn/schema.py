@@ -71,10 +71,17 @@ class MNISTPILDataConfig:
 
 @dataclass
 class CNNConfig:
-    """model=cnn (and cnn_separable, which extends it): `mnist_cnn.cnn.ConvolutionalMNISTClassifier`."""
+    """model=cnn: `mnist_cnn.cnn.ConvolutionalMNISTClassifier`, the chapter's network."""
 
     _target_: str = "mnist_cnn.cnn.ConvolutionalMNISTClassifier"
-    conv: str = "standard"  # standard or separable
+
+
+@dataclass
+class SeparableCNNConfig:
+    """model=cnn_separable: the same class, whose option sets `conv: separable` (the only way to pick them)."""
+
+    _target_: str = "mnist_cnn.cnn.ConvolutionalMNISTClassifier"
+    conv: str = "standard"
 
 
 @dataclass
@@ -342,7 +349,7 @@ CALLBACK_OPTIONS += ("model_summary", "progress_bar")
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"mnist": MNISTDataConfig, "mnist_pil": MNISTPILDataConfig},
-    "model": {"cnn": CNNConfig, "mlp": MLPConfig},
+    "model": {"cnn": CNNConfig, "cnn_separable": SeparableCNNConfig, "mlp": MLPConfig},
     "optimizer": {"adam": AdamConfig, "adamw": AdamWConfig, "sgd": SGDConfig},
     "scheduler": {
         "none": NoSchedulerConfig,
