@@ -136,7 +136,7 @@ def worker_options(data_dir: str, batches: int = 100) -> None:
     augment = [transforms.RandomHorizontalFlip(0.5), transforms.RandomRotation(10)]
     results = {}
     for workers in (0, 1, 2):
-        datamodule = MNISTDataModule(data_dir, val_size=0, download=False, num_workers=workers, augmentations=augment)
+        datamodule = MNISTDataModule(data_dir, val_size=0, download=False, num_workers=workers, augmentation=augment)
         datamodule.setup("fit")
         start = time.perf_counter()
         for _ in itertools.islice(datamodule.train_dataloader(), batches):

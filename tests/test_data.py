@@ -18,7 +18,7 @@ CHAPTER_AUGMENTATIONS = [transforms.RandomHorizontalFlip(0.5), transforms.Random
 
 def datamodule(root: Path, **kwargs) -> MNISTDataModule:
     settings = {"data_dir": root, "download": False, "val_size": 40, "batch_size": 16, **kwargs}
-    dm = MNISTDataModule(augmentations=CHAPTER_AUGMENTATIONS, **settings)
+    dm = MNISTDataModule(augmentation=CHAPTER_AUGMENTATIONS, **settings)
     dm.prepare_data()
     dm.setup()
     return dm

@@ -67,3 +67,12 @@ def test_a_local_config_applies_to_every_command(tmp_path: Path) -> None:
             cfg = compose(config, overrides=[f"paths.output_dir={tmp_path}"])
         assert cfg.data.data_dir == "/srv/mnist", config
     assert "/conf/local/*.yaml" in (Path(CONFIG_DIR).parent / ".gitignore").read_text()
+
+
+@pytest.mark.parametrize("data", ["mnist", "mnist_pil"])
+def test_one_augmentation_key_turns_augmentation_off_on_either_data_path(data: str, tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    cfg = compose_config("train", f"data={data}", "data.augmentation=null", f"paths.output_dir={tmp_path}")
+    datamodule = instantiate(cfg.data)
+    assert not datamodule.augmentation  # None on the tensor path, an empty list of transforms on the PIL path

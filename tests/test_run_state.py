@@ -275,9 +275,9 @@ def test_two_sweeps_started_together_keep_their_own_folders_and_summaries(mnist_
     [
         (["scheduler=step", "scheduler.step_size=0"], "scheduler StepLR fails at its step 1 of 2"),
         (["scheduler=onecycle", "trainer.max_epochs=1"], "scheduler OneCycleLR fails"),
-        (["data=mnist_pil", "data.augmentations.1.degrees=-5"], "If degrees is a single number, it must be positive"),
-        (["data=mnist_pil", "data.augmentations.0.p=2"], "data.augmentations.0.p must be within [0, 1], got 2"),
-        (["data=mnist_pil", "data.augmentations.1.degrees=[10,5]"], "data.augmentations fail on an image"),
+        (["data=mnist_pil", "data.augmentation.1.degrees=-5"], "If degrees is a single number, it must be positive"),
+        (["data=mnist_pil", "data.augmentation.0.p=2"], "data.augmentation.0.p must be within [0, 1], got 2"),
+        (["data=mnist_pil", "data.augmentation.1.degrees=[10,5]"], "data.augmentation fails on an image"),
     ],
 )
 def test_values_that_would_fail_mid_run_are_refused_before_training(

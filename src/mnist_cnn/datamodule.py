@@ -118,7 +118,7 @@ class MNISTDataModuleBase(L.LightningDataModule):
 class MNISTDataModule(MNISTDataModuleBase):
     """The classic path: torchvision's MNIST Dataset, one PIL image at a time.
 
-    Training images pass through `augmentations` (PIL transforms) then ToTensor and Normalize(0.5, 0.5).
+    Training images pass through `augmentation` (PIL transforms) then ToTensor and Normalize(0.5, 0.5).
     Validation and test images are only converted and normalised, unless `augment_eval` is set, which
     reproduces the chapter's protocol of augmenting the test set too (and makes its accuracy random).
     """
@@ -133,30 +133,30 @@ class MNISTDataModule(MNISTDataModuleBase):
         split_seed: int = 42,
         download: bool = True,
         augment_eval: bool = False,
-        augmentations: Sequence[Transform] = (),
+        augmentation: Sequence[Transform] | None = (),
         pin_memory: bool = False,
     ) -> None:
         super().__init__(data_dir, batch_size, eval_batch_size, val_size, split_seed, download, augment_eval)
         _check_non_negative_int("num_workers", num_workers)
-        self.save_hyperparameters(ignore=["augmentations"], logger=False)
-        self.augmentations = list(augmentations)
-        self._check_augmentations()
+        self.save_hyperparameters(ignore=["augmentation"], logger=False)
+        self.augmentation = list(augmentation or ())
+        self._check_augmentation()
 
-    def _check_augmentations(self) -> None:
+    def _check_augmentation(self) -> None:
         """Refuse probabilities outside [0, 1] (torchvision takes them), and run the pipeline on one blank image
         so a value torchvision only rejects when it is used fails now rather than in the first batch."""
-        for number, transform in enumerate(self.augmentations):
+        for number, transform in enumerate(self.augmentation):
             p = getattr(transform, "p", None)
             if isinstance(p, int | float) and not 0 <= p <= 1:
-                raise ConfigError(f"data.augmentations.{number}.p must be within [0, 1], got {p}")
+                raise ConfigError(f"data.augmentation.{number}.p must be within [0, 1], got {p}")
         try:
             with torch.random.fork_rng(devices=[]):  # the run's own random draws stay as its seed makes them
                 self.train_transform()(Image.new("L", (IMAGE_SIZE, IMAGE_SIZE)))
         except Exception as error:
-            raise ConfigError(f"data.augmentations fail on an image: {' '.join(str(error).split())}") from error
+            raise ConfigError(f"data.augmentation fails on an image: {' '.join(str(error).split())}") from error
 
     def train_transform(self) -> Transform:
-        return transforms.Compose([*self.augmentations, *self._to_normalized_tensor()])
+        return transforms.Compose([*self.augmentation, *self._to_normalized_tensor()])
 
     def eval_transform(self) -> Transform:
         return self.train_transform() if self.hparams.augment_eval else transforms.Compose(self._to_normalized_tensor())

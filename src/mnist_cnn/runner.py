@@ -32,7 +32,7 @@ def to_dict(node: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    """The data module, with its augmentations built now, so a value torchvision rejects fails before training."""
+    """The data module, with its augmentation built now, so a value torchvision rejects fails before training."""
     try:
         return instantiate(cfg.data)
     except InstantiationException as error:
@@ -91,7 +91,7 @@ def _class_name(node: Any) -> str:
 
 def describe_augmentation(data: DictConfig) -> str:
     """`flip 0.5, rotate 10` (either data path), `none`, or the transforms' class names."""
-    nodes = data.get("augmentation") or data.get("augmentations") or []
+    nodes = data.get("augmentation") or []
     nodes = [nodes] if isinstance(nodes, DictConfig) else list(nodes)
     parts = []
     for node in nodes:

@@ -63,7 +63,7 @@ class MNISTPILDataConfig:
     val_size: int = 5000
     split_seed: int = 42
     augment_eval: bool = False
-    augmentations: list[dict[str, Any]] = field(default_factory=list)  # transform nodes, each with a _target_
+    augmentation: list[dict[str, Any]] | None = field(default_factory=list)  # transform nodes; null: none
 
 
 # model
