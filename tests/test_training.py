@@ -144,3 +144,9 @@ def test_a_diverging_loss_stops_before_its_update_whatever_the_callbacks(mnist_r
     message = r"the loss is (nan|inf) at step \d+ \(epoch 0, batch \d+\); stopped before that update"
     with torch.random.fork_rng(devices=[]), pytest.raises(TrainingDivergedError, match=message):
         train(cfg)
+
+
+def test_tensorboard_gets_a_validation_confusion_matrix_per_epoch_and_the_test_one(tiny_run: Path) -> None:
+    events = read_events(tiny_run / "tensorboard")
+    assert [image.step for image in events.Images("val/confusion_matrix")] == [0, 1]  # none from the sanity check
+    assert len(events.Images("test/confusion_matrix")) == 1

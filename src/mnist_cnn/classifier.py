@@ -6,13 +6,12 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from mnist_cnn.callbacks import DivergenceGuard, logger_writes_this_step
-from mnist_cnn.confusion import confusion_figure
+from mnist_cnn.confusion import ConfusionFigures
 from mnist_cnn.images import IMAGE_SIZE, NUM_CLASSES
 from mnist_cnn.schedule import build_scheduler, rehearse_schedule
 
@@ -49,7 +48,7 @@ class MNISTClassifier(L.LightningModule):
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers the best so far
         self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
         self.test_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
-        self.test_confusion_counts: torch.Tensor | None = None
+        self.confusion_counts: dict[str, torch.Tensor] = {}  # "val"/"test": the last epoch's, synced (ConfusionFigures)
         self.example_input_array = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -71,7 +70,7 @@ class MNISTClassifier(L.LightningModule):
         return loss
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [DivergenceGuard()]  # on whatever `callbacks=` says
+        return [DivergenceGuard(), ConfusionFigures()]  # on whatever `callbacks=` says
 
     def on_train_epoch_end(self) -> None:
         self.log("train/loss_epoch", self.train_loss.compute())  # compute() syncs across processes
@@ -87,13 +86,13 @@ class MNISTClassifier(L.LightningModule):
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
-        counts = self.val_confusion.compute()  # synced across processes
+        counts = self.val_confusion.compute().cpu()  # synced across processes
         self.val_confusion.reset()
         if self.trainer.sanity_checking:
             return
+        self.confusion_counts["val"] = counts
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
-        self._log_confusion_figure("val/confusion_matrix", counts)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, preds, labels = self._step(batch)
@@ -103,18 +102,8 @@ class MNISTClassifier(L.LightningModule):
         self.log("test/acc", self.test_acc, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
-        self.test_confusion_counts = self.test_confusion.compute().cpu()
+        self.confusion_counts["test"] = self.test_confusion.compute().cpu()
         self.test_confusion.reset()
-        self._log_confusion_figure("test/confusion_matrix", self.test_confusion_counts)
-
-    def _log_confusion_figure(self, tag: str, counts: torch.Tensor) -> None:
-        """Draw on rank 0 only, into every TensorBoard logger; other loggers cannot hold images."""
-        boards = [logger for logger in self.loggers if isinstance(logger, TensorBoardLogger)]
-        if not boards or not self.trainer.is_global_zero:
-            return
-        fig = confusion_figure(counts, title=f"{tag} (epoch {self.current_epoch})")
-        for board in boards:
-            board.experiment.add_figure(tag, fig, global_step=self.current_epoch, close=False)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())

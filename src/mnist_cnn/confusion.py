@@ -3,7 +3,9 @@
 import csv
 from pathlib import Path
 
+import lightning as L
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from torchmetrics.utilities.plot import plot_confusion_matrix
 
@@ -35,3 +37,28 @@ def save_confusion_matrix(matrix: torch.Tensor, directory: Path, stem: str = "te
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     return [csv_path, png_path]
+
+
+class ConfusionFigures(L.Callback):
+    """Draw the module's validation (every epoch) and test confusion matrices into every TensorBoard logger.
+
+    Rank 0 only (the counts are already synced); other loggers cannot hold images.
+    """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._draw(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._draw(trainer, pl_module, "test")
+
+    @staticmethod
+    def _draw(trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        boards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        counts = getattr(pl_module, "confusion_counts", {}).get(stage)
+        if not boards or counts is None or not trainer.is_global_zero:
+            return
+        tag = f"{stage}/confusion_matrix"
+        fig = confusion_figure(counts, title=f"{tag} (epoch {trainer.current_epoch})")
+        for board in boards:
+            board.experiment.add_figure(tag, fig, global_step=trainer.current_epoch, close=False)

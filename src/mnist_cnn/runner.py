@@ -129,8 +129,8 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
     output_dir = Path(cfg.paths.output_dir)
     weights_path = Path(cfg.export_path)
     save_torch(module.net.state_dict(), weights_path)
-    if module.test_confusion_counts is not None:
-        save_confusion_matrix(module.test_confusion_counts, output_dir)
+    if "test" in module.confusion_counts:
+        save_confusion_matrix(module.confusion_counts["test"], output_dir)
     metrics = {
         **results,
         "parameters": count_parameters(module.net),
