@@ -26,16 +26,13 @@ def assert_refused(cwd: Path, command: str, *overrides: str, message: str) -> No
         assert all(FIT_STARTED not in log.read_text() for log in run_dir.glob("*.log"))
 
 
+# A few through the real command line, for the exit status and the one line; tests/test_training.py checks
+# every bad value in-process.
 @pytest.mark.parametrize(
     ("override", "message"),
     [
         ("optimizer.lr=0", "optimizer.lr must be a number > 0, got 0"),
-        ("optimizer.lr=-1e-3", "optimizer.lr must be a number > 0, got -0.001"),
-        ("data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
-        ("trainer.max_epochs=-1", "trainer.max_epochs must be an integer >= 0, got -1"),
         (f"data.val_size={TRAIN_SIZE}", f"data.val_size={TRAIN_SIZE} leaves no training images"),
-        ("optimizer.weight_decay=-1", "optimizer/scheduler config rejected"),
-        ("data.augmentation.degrees=-5", "augmentation degrees must be >= 0, got -5"),
         ("data.augmentation.flip_p=2", "augmentation flip_p must be within [0, 1], got 2"),
     ],
 )

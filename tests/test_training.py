@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, TEST_SIZE, compose_config, metrics_of
+from conftest import FAST, TEST_SIZE, TRAIN_SIZE, compose_config, metrics_of
 from helpers import read_events
 from omegaconf import OmegaConf
 
-from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDivergedError
+from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDivergedError, UserError
 from mnist_cnn.eval import evaluate
 from mnist_cnn.resume import check_epochs_left, check_resume, epochs_trained
 from mnist_cnn.schedule import rehearse_schedule
@@ -150,3 +150,30 @@ def test_tensorboard_gets_a_validation_confusion_matrix_per_epoch_and_the_test_o
     events = read_events(tiny_run / "tensorboard")
     assert [image.step for image in events.Images("val/confusion_matrix")] == [0, 1]  # none from the sanity check
     assert len(events.Images("test/confusion_matrix")) == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=0", "optimizer.lr must be a number > 0, got 0"),
+        ("optimizer.lr=-1e-3", "optimizer.lr must be a number > 0, got -0.001"),
+        ("data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs must be an integer >= 0, got -1"),
+        (f"data.val_size={TRAIN_SIZE}", f"data.val_size={TRAIN_SIZE} leaves no training images"),
+        ("optimizer.weight_decay=-1", "optimizer/scheduler config rejected"),
+        ("data.augmentation.degrees=-5", "augmentation degrees must be >= 0, got -5"),
+        ("data.augmentation.flip_p=2", "augmentation flip_p must be within [0, 1], got 2"),
+        ("scheduler=step", "scheduler StepLR fails at its step 1 of 1"),  # with scheduler.step_size=0 below
+        ("data=mnist_pil", "data.augmentation.0.p must be within [0, 1], got 2"),  # with p=2 below
+    ],
+)
+def test_bad_values_are_refused_before_training_with_one_message(
+    mnist_root: Path, tmp_path: Path, override: str, message: str
+) -> None:
+    extra = {"scheduler=step": ["scheduler.step_size=0"], "data=mnist_pil": ["data.augmentation.0.p=2"]}
+    overrides = [*FAST, f"paths.data_dir={mnist_root}", f"paths.output_dir={tmp_path}", override]
+    cfg = compose_config("train", *overrides, *extra.get(override, []))
+    with torch.random.fork_rng(devices=[]), pytest.raises(UserError) as refused:
+        train(cfg)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()

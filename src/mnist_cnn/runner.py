@@ -36,8 +36,11 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     try:
         return instantiate(cfg.data)
     except InstantiationException as error:
-        if user_error_in(error) or not isinstance(error.__cause__, ValueError | TypeError):
-            raise  # ours are reported as they are; anything but a rejected value is a bug to show in full
+        ours = user_error_in(error)
+        if ours is not None:
+            raise ours from error  # our own check's error, not Hydra's wrapper around it
+        if not isinstance(error.__cause__, ValueError | TypeError):
+            raise  # anything but a rejected value is a bug to show in full
         reason = " ".join(str(error).split())
         raise ConfigError(f"data config rejected: {reason}") from error
 
