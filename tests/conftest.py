@@ -21,14 +21,13 @@ from mnist_cnn.train import train
 TRAIN_SIZE, TEST_SIZE, VAL_SIZE = 240, 80, 40
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-# Small, fast runs: CPU, one epoch of a few batches, no download, no progress bar.
+# Small, fast runs: the debug=fast preset (CPU, one epoch of a few batches), on the tests' small data, 4 batches
+# of 16, every step logged, no progress bar, no download.
 FAST = [
+    "debug=fast",
     "data.download=false",
     f"data.val_size={VAL_SIZE}",
     "data.batch_size=16",
-    "trainer.accelerator=cpu",
-    "trainer.devices=1",
-    "trainer.max_epochs=1",
     "trainer.limit_train_batches=4",
     "trainer.log_every_n_steps=1",
     "callbacks.progress_bar.refresh_rate=0",

@@ -15,11 +15,7 @@ from mnist_cnn.train import train
 
 DEBUG = {
     "default": {"trainer.max_epochs": 1, "trainer.detect_anomaly": True, "trainer.deterministic": True},
-    "fast": {
-        "trainer.limit_train_batches": 5,
-        "callbacks.last_checkpoint": None,
-        "callbacks.periodic_checkpoint": None,
-    },
+    "fast": {"trainer.limit_train_batches": 5, "trainer.limit_test_batches": 2, "callbacks.periodic_checkpoint": None},
     "overfit": {"trainer.overfit_batches": 3, "trainer.max_epochs": 50, "data.augmentation": None},
     "profiler": {"trainer.profiler": "simple", "trainer.limit_train_batches": 100},
 }
@@ -33,14 +29,17 @@ def test_each_debug_preset_sets_what_it_says(option: str, tmp_path: Path) -> Non
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1
 
 
-def test_debug_fast_runs_end_to_end_and_writes_only_the_checkpoint_it_tests(mnist_root: Path, tmp_path: Path) -> None:
+def test_debug_fast_runs_end_to_end_and_writes_only_the_checkpoints_a_run_needs(
+    mnist_root: Path, tmp_path: Path
+) -> None:
     overrides = ["debug=fast", f"paths.data_dir={mnist_root}", f"paths.output_dir={tmp_path}", "data.download=false"]
     cfg = compose_config("train", *overrides, "data.val_size=40", "data.batch_size=16")
     with torch.random.fork_rng(devices=[]):
         train(cfg)
     metrics = metrics_of(tmp_path)
     assert metrics["epochs"] == 1 and "test_acc" in metrics
-    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == [Path(metrics["checkpoint"]).name]
+    written = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    assert written == sorted([Path(metrics["checkpoint"]).name, "last.ckpt"])
 
 
 def test_debug_overfit_trains_on_the_same_batches_every_epoch(mnist_root: Path, tmp_path: Path) -> None:
