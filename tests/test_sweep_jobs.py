@@ -1,0 +1,63 @@
+"""What a sweep's job does, in-process: its failure kept to itself, its seed, and Optuna pruning."""
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from conftest import FAST, compose_config
+
+from mnist_cnn.errors import ConfigError
+from mnist_cnn.pruning import OptunaPruning
+from mnist_cnn.sweep import job_seed, job_threads, override_key, run_job
+from mnist_cnn.train import train
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("trainer.max_epochs=10", "trainer.max_epochs"),
+        ("+optimizer.amsgrad=true", "optimizer.amsgrad"),
+        ("~seed", "seed"),
+    ],
+)
+def test_an_override_is_keyed_as_hydra_keys_it(override: str, key: str) -> None:
+    assert override_key(override) == key
+
+
+def test_outside_a_multirun_a_job_is_a_plain_run() -> None:
+    assert job_seed(42) == 42 and job_threads() is None
+
+
+def test_a_failed_job_records_its_one_line_error_and_returns_it(tmp_path: Path) -> None:
+    cfg = compose_config("train", f"paths.output_dir={tmp_path}")
+
+    def broken(_cfg: object) -> dict:
+        raise ConfigError("optimizer.lr must be a number > 0, got 0")
+
+    result = run_job(broken, cfg)
+    assert result == {"status": "failed", "error": "optimizer.lr must be a number > 0, got 0"}
+    assert json.loads((tmp_path / "status.json").read_text()) == result
+
+
+def test_a_pruned_trial_stops_its_job_and_is_recorded_as_pruned(mnist_root: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    trial = study.ask()
+    pruning = (
+        f"+callbacks.optuna_pruning={{_target_: mnist_cnn.pruning.OptunaPruning, storage: '{storage}', "
+        f"study_name: s, trial_id: {trial._trial_id}, monitor: val/acc, "
+        "pruner: {_target_: optuna.pruners.ThresholdPruner, lower: 2.0}}"  # any accuracy is below 2: prune
+    )
+    overrides = [*FAST, f"paths.data_dir={mnist_root}", f"paths.output_dir={tmp_path}", "trainer.max_epochs=3"]
+    cfg = compose_config("train", *overrides, pruning.replace("+callbacks", "callbacks"))
+    with torch.random.fork_rng(devices=[]):
+        result = run_job(train, cfg)
+    assert result["status"] == "pruned" and "Trial was pruned at epoch 0" in result["error"]
+    assert study.trials[0].intermediate_values.keys() == {0}  # reported once, then stopped
+
+
+def test_pruning_needs_a_trial_from_the_sweeper() -> None:
+    with pytest.raises(ConfigError, match="start it as a multirun"):
+        OptunaPruning(storage="sqlite://", study_name="s", trial_id=None)
