@@ -21,9 +21,10 @@ DEBUG = {
 }
 
 
+@pytest.mark.parametrize("config", ["train", "eval"])
 @pytest.mark.parametrize("option", sorted(DEBUG))
-def test_each_debug_preset_sets_what_it_says(option: str, tmp_path: Path) -> None:
-    cfg = compose_config("train", f"debug={option}", f"paths.output_dir={tmp_path}")
+def test_each_debug_preset_sets_what_it_says(option: str, config: str, tmp_path: Path) -> None:
+    cfg = compose_config(config, f"debug={option}", f"paths.output_dir={tmp_path}")
     for key, value in DEBUG[option].items():
         assert OmegaConf.select(cfg, key) == value, key
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1
