@@ -64,7 +64,7 @@ def compose_config(config: str, *overrides: str) -> DictConfig:
     """`conf/<config>.yaml` composed with `overrides`, as Hydra's command line would (without running it)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config, overrides=list(overrides))
+        return compose(config, overrides=["~local", *overrides])  # not this machine's conf/local settings
 
 
 def run_cli(command: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -72,7 +72,7 @@ def run_cli(command: str, *overrides: str, cwd: Path) -> subprocess.CompletedPro
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, "-m", f"mnist_cnn.{command}", *overrides],
+        [sys.executable, "-m", f"mnist_cnn.{command}", *hydra_isolation(command, overrides), *overrides],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -90,7 +90,7 @@ def start_cli(*overrides: str, cwd: Path, command: str = "train") -> subprocess.
     env.pop("HYDRA_FULL_ERROR", None)
     stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed with the process object)
     process = subprocess.Popen(
-        [sys.executable, "-m", f"mnist_cnn.{command}", *overrides],
+        [sys.executable, "-m", f"mnist_cnn.{command}", *hydra_isolation(command, overrides), *overrides],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -104,6 +104,12 @@ def start_cli(*overrides: str, cwd: Path, command: str = "train") -> subprocess.
 def error_text(process: subprocess.Popen) -> str:
     process.stderr_file.seek(0)
     return process.stderr_file.read()
+
+
+def hydra_isolation(command: str, overrides: tuple[str, ...]) -> list[str]:
+    """`~local` for our Hydra commands: a developer's conf/local/default.yaml must not change what tests run."""
+    hydra_command = command in ("train", "eval") and "--help" not in overrides and "--cfg" not in overrides
+    return ["~local"] if hydra_command else []
 
 
 def metrics_of(run_dir: Path) -> dict:

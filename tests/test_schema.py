@@ -3,6 +3,8 @@
 import dataclasses
 import inspect
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -251,7 +253,8 @@ def test_register_schemas_is_idempotent() -> None:
     schema.register_schemas()
     schema.register_schemas()
     for group, schemas in schema.SCHEMAS.items():
-        assert {f"{option}.yaml" for option in schemas} <= set(ConfigStore.instance().list(f"schema/{group}"))
+        stored = set(ConfigStore.instance().list(""))
+        assert {f"{schema.schema_name(group, option)}.yaml" for option in schemas} <= stored
         assert group not in ConfigStore.instance().repo  # so Hydra lists no schema among the group's options
 
 
@@ -281,3 +284,12 @@ def test_cli_rejects_a_learning_rate_that_is_not_a_number(mnist_root: Path, tmp_
     assert "Value 'abc' of type 'str' could not be converted to Float" in result.stderr
     assert "full_key: optimizer.lr" in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_help_lists_no_schema_among_the_config_groups() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_cnn.train", "--help"], capture_output=True, text=True, timeout=120, check=True
+    )
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "model: cnn, cnn_separable, mlp" in groups and "schema" not in groups

@@ -61,3 +61,28 @@ def test_a_pruned_trial_stops_its_job_and_is_recorded_as_pruned(mnist_root: Path
 def test_pruning_needs_a_trial_from_the_sweeper() -> None:
     with pytest.raises(ConfigError, match="start it as a multirun"):
         OptunaPruning(storage="sqlite://", study_name="s", trial_id=None)
+
+
+def test_the_project_search_composes_as_a_validation_only_search(tmp_path: Path) -> None:
+    cfg = compose_config("train", "hparams_search=optuna", f"paths.output_dir={tmp_path}")
+    assert cfg.test is False and cfg.callbacks.optuna_pruning.monitor == "val/acc"
+    assert cfg.callbacks.optuna_pruning.trial_id is None  # each job gets its trial from the sweeper
+
+
+def test_a_restored_one_cycle_schedule_must_fit_the_runs_steps() -> None:
+    from mnist_cnn.callbacks import check_schedule_length
+    from mnist_cnn.errors import CheckpointError
+
+    class Trainer:
+        estimated_stepping_batches = 12
+
+    class Untouchable:  # counting a run's steps sets up its data: never done without a planned schedule
+        @property
+        def estimated_stepping_batches(self) -> int:
+            raise AssertionError("asked for the run's steps")
+
+    check_schedule_length({"lr_schedulers": [{"total_steps": 12}]}, Trainer())
+    check_schedule_length({"lr_schedulers": [{"last_epoch": 3}]}, Untouchable())
+    check_schedule_length({}, Untouchable())
+    with pytest.raises(CheckpointError, match="planned for 8 steps, this run has 12"):
+        check_schedule_length({"lr_schedulers": [{"total_steps": 8}]}, Trainer())

@@ -121,7 +121,7 @@ def test_a_resume_is_refused_without_a_saved_config(tmp_path: Path) -> None:
         check_resume(tmp_path)
 
 
-def test_a_truncated_checkpoint_is_not_resumed_from(tiny_run: Path, tmp_path: Path) -> None:
+def test_a_truncated_checkpoint_is_one_line_error(tiny_run: Path, tmp_path: Path) -> None:
     from mnist_cnn.checkpoint import read_checkpoint
 
     broken = tmp_path / "broken.ckpt"

@@ -63,7 +63,7 @@ class CheckpointContinuity(Callback):
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
             return  # loading weights to test must not touch the caller's random state
-        check_schedule_length(checkpoint, trainer.estimated_stepping_batches)
+        check_schedule_length(checkpoint, trainer)
         if not self.resuming:
             return
         self.seconds_before = float(checkpoint.get(TRAIN_SECONDS_KEY) or 0.0)
@@ -99,10 +99,15 @@ class CheckpointContinuity(Callback):
             checkpoint[RNG_STATE_KEY]["cuda"] = torch.cuda.get_rng_state(device)
 
 
-def check_schedule_length(checkpoint: dict, steps: int | float) -> None:
-    """A one-cycle schedule restored from a checkpoint keeps its planned steps: a longer run would crash late."""
+def check_schedule_length(checkpoint: dict, trainer: L.Trainer) -> None:
+    """A one-cycle schedule restored from a checkpoint keeps its planned steps: a longer run would crash late.
+
+    The run's steps are asked for only when there is such a schedule: Lightning sets up the training data to
+    count them, and doing that early for every resume would change what the resumed run draws.
+    """
     for state in checkpoint.get("lr_schedulers") or []:
         planned = state.get("total_steps")
+        steps = trainer.estimated_stepping_batches if planned is not None else None
         if planned is not None and planned != steps:
             raise CheckpointError(
                 f"the checkpoint's lr schedule is planned for {planned} steps, this run has {steps}: "

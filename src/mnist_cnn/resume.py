@@ -15,7 +15,6 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.checkpoint import check_resumable, read_checkpoint
@@ -116,7 +115,7 @@ def effective_config(run_dir: Path) -> DictConfig:
     """The config the run's latest segment trained with (for runs from before that file: its first config)."""
     latest = run_dir / ".hydra" / EFFECTIVE_CONFIG
     if latest.is_file():
-        return OmegaConf.load(latest)
+        return _upgrade(OmegaConf.load(latest))
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise ConfigError(f"resume: {run_dir} has no saved config ({saved})")
@@ -124,7 +123,18 @@ def effective_config(run_dir: Path) -> DictConfig:
     resolved = saved.with_name(RESOLVED_CONFIG)
     if resolved.is_file():  # as this run used them: a multirun job's seed and TensorBoard run are its own
         _pin_run_identity(original, OmegaConf.load(resolved))
-    return original
+    return _upgrade(original)
+
+
+def _upgrade(config: DictConfig) -> DictConfig:
+    """A config saved by an earlier version, in today's names: resuming an old run keeps working."""
+    summary = OmegaConf.select(config, "callbacks.model_summary._target_")
+    if summary == "mnist_cnn.callbacks.ExactModelSummary":
+        config.callbacks.model_summary._target_ = "lightning.pytorch.callbacks.ModelSummary"
+    data = config.get("data")
+    if isinstance(data, DictConfig) and "augmentations" in data:  # the classic path's old key
+        data.augmentation = data.pop("augmentations")
+    return config
 
 
 def _pin_run_identity(config: DictConfig, used: DictConfig) -> None:
@@ -139,20 +149,16 @@ class RecordEffectiveConfig(L.Callback):
     has passed, so a segment refused on the way never becomes the config the next resume continues with."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
+        # Prepared here, in the process Hydra started: ddp_spawn's processes have no Hydra resolvers.
+        config = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+        _pin_run_identity(config, cfg)
+        self.text = OmegaConf.to_yaml(config)
+        self.path = Path(cfg.paths.output_dir) / ".hydra" / EFFECTIVE_CONFIG
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        write_effective_config(self.cfg)
-
-
-def write_effective_config(cfg: DictConfig) -> None:
-    """Record the config this segment trains with as the run's config for the next resume (rank 0 only)."""
-    if rank_zero_only.rank != 0:
-        return
-    config = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    _pin_run_identity(config, cfg)
-    with atomic_path(Path(cfg.paths.output_dir) / ".hydra" / EFFECTIVE_CONFIG) as tmp:
-        tmp.write_text(OmegaConf.to_yaml(config))
+        if trainer.is_global_zero:
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(self.text)
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:

@@ -1,8 +1,8 @@
 """Typed schemas for the config groups, so a typo or a wrong type fails when Hydra composes the config.
 
-Each option `conf/<group>/<option>.yaml` starts its defaults list with `/schema/<group>/<option>@_here_`, a
-dataclass stored here in Hydra's ConfigStore (Hydra's "config group schema" pattern), under a `schema/` group
-of its own so that Hydra does not offer it as an option of `<group>`. Its YAML values are
+Each option `conf/<group>/<option>.yaml` starts its defaults list with `/<group>_<option>_schema@_here_`, a
+dataclass stored here in Hydra's ConfigStore (Hydra's "config group schema" pattern), as a top-level config
+rather than in a group, so that Hydra neither offers it as an option nor lists it in `--help`. Its YAML values are
 merged into the dataclass, so a value that does not fit a field's type, or a key the dataclass lacks, is
 rejected with a message naming the full key (`optimizer.lr`, `data.batch_sise`), before any data is loaded.
 
@@ -362,9 +362,12 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "logger": {"tensorboard": TensorBoardLoggerGroupConfig, "csv": CSVLoggerGroupConfig},
     "paths": {"default": PathsConfig},
 }
-"""Per group, the options that carry a schema, stored as `schema/<group>/<option>`; the others extend one."""
+"""Per group, the options that carry a schema, stored as `<group>_<option>_schema`; the others extend one."""
 
-SCHEMA_GROUP = "schema"  # not a group of the train config, so Hydra never lists schemas among its options
+
+def schema_name(group: str, option: str) -> str:
+    """A top-level config name, not a config group: Hydra lists no schema among its options, nor in --help."""
+    return f"{group}_{option}_schema"
 
 
 def field_names(schema: type) -> list[str]:
@@ -376,4 +379,4 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for group, options in SCHEMAS.items():
         for option, schema in options.items():
-            store.store(group=f"{SCHEMA_GROUP}/{group}", name=option, node=schema)
+            store.store(name=schema_name(group, option), node=schema)

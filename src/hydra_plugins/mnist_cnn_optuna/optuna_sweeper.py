@@ -195,7 +195,7 @@ def _overrides(params: Mapping[str, Any]) -> list[str]:
 
 
 # Command-line keys that say where and how a search ran, not what it trained.
-NOT_RECIPE = ("hydra", "paths", "callbacks", "hparams_search", "experiment")
+NOT_RECIPE = ("hydra", "paths", "callbacks", "hparams_search", "experiment", "debug", "local")
 
 
 def experiment_yaml(
