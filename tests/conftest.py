@@ -72,7 +72,7 @@ def run_cli(command: str, *overrides: str, cwd: Path) -> subprocess.CompletedPro
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, "-m", f"mnist_cnn.{command}", *hydra_isolation(command, overrides), *overrides],
+        [sys.executable, "-m", f"mnist_cnn.{command}", *isolated(command, overrides)],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -90,7 +90,7 @@ def start_cli(*overrides: str, cwd: Path, command: str = "train") -> subprocess.
     env.pop("HYDRA_FULL_ERROR", None)
     stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed with the process object)
     process = subprocess.Popen(
-        [sys.executable, "-m", f"mnist_cnn.{command}", *hydra_isolation(command, overrides), *overrides],
+        [sys.executable, "-m", f"mnist_cnn.{command}", *isolated(command, overrides)],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -106,10 +106,15 @@ def error_text(process: subprocess.Popen) -> str:
     return process.stderr_file.read()
 
 
-def hydra_isolation(command: str, overrides: tuple[str, ...]) -> list[str]:
-    """`~local` for our Hydra commands: a developer's conf/local/default.yaml must not change what tests run."""
-    hydra_command = command in ("train", "eval") and "--help" not in overrides and "--cfg" not in overrides
-    return ["~local"] if hydra_command else []
+def isolated(command: str, overrides: tuple[str, ...]) -> list[str]:
+    """`overrides` with `~local` for our Hydra commands: a developer's conf/local/default.yaml must not change
+    what the tests run. It goes after leading flags such as `-m` (argparse wants the overrides together)."""
+    if command not in ("train", "eval"):
+        return list(overrides)
+    flags = 0
+    while flags < len(overrides) and overrides[flags].startswith("-"):
+        flags += 1
+    return [*overrides[:flags], "~local", *overrides[flags:]]
 
 
 def metrics_of(run_dir: Path) -> dict:

@@ -40,10 +40,11 @@ RESUME_OVERRIDABLE = (
 
 
 def command_overrides() -> list[str]:
-    """This command's overrides (`key=value`), but `resume` itself; none outside a Hydra run."""
+    """This command's overrides (`key=value`) but `resume` itself and `local` (this machine's config group,
+    which a resumed run does not compose again); none outside a Hydra run."""
     if not HydraConfig.initialized():
         return []
-    return [o for o in HydraConfig.get().overrides.task if override_key(o) != "resume"]
+    return [o for o in HydraConfig.get().overrides.task if override_key(o) not in ("resume", "local")]
 
 
 def check_overrides(overrides: list[str]) -> None:
