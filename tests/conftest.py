@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +117,28 @@ def isolated(command: str, overrides: tuple[str, ...]) -> list[str]:
     while flags < len(overrides) and overrides[flags].startswith("-"):
         flags += 1
     return [*overrides[:flags], "~local", *overrides[flags:]]
+
+
+def newest_step(run_dir: Path) -> int:
+    steps = [int(path.stem.split("_")[1]) for path in (run_dir / "checkpoints").glob("step_*.ckpt")]
+    return max(steps, default=0)
+
+
+def kill_after_step(process, cwd: Path, step: int, run_dir: Path | None = None, timeout: float = 300) -> bool:
+    """SIGKILL `process` once its run (`run_dir`, or the one run under `cwd`) has a mid-epoch checkpoint at
+    `step` or later; False if the process ended first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = [run_dir] if run_dir else list(cwd.glob("outputs/*/*"))
+        if runs and newest_step(runs[0]) >= step:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return process.returncode == -signal.SIGKILL
+        if process.poll() is not None:
+            assert process.returncode == 0, error_text(process)[-3000:]
+            return False
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
 
 
 def metrics_of(run_dir: Path) -> dict:

@@ -1,7 +1,6 @@
 """Faults: a killed run resumed exactly, a diverging loss, disk trouble, concurrent runs, fuzzed IDX files."""
 
 import errno
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from typing import BinaryIO
 
 import pytest
 import torch
-from conftest import VAL_SIZE, metrics_of, run_cli, single_run_dir, start_cli, write_mnist
+from conftest import VAL_SIZE, kill_after_step, metrics_of, run_cli, single_run_dir, start_cli, write_mnist
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,16 +41,6 @@ def larger_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_mnist(tmp_path_factory.mktemp("mnist_1192"), train_size=1192, test_size=80)
 
 
-def kill_after_first_step_checkpoint(process: subprocess.Popen, cwd: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not list((cwd / "outputs").glob("*/*/checkpoints/step_*.ckpt")):
-        assert process.poll() is None, "training ended before its first mid-epoch checkpoint"
-        assert time.monotonic() < deadline, "no mid-epoch checkpoint appeared"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
 @pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_result(larger_mnist: Path, tmp_path: Path) -> None:
     overrides = [*RESUMABLE, f"paths.data_dir={larger_mnist}"]
@@ -61,7 +50,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(larger_mnist: Path, t
 
     killed = tmp_path / "killed"
     killed.mkdir()
-    kill_after_first_step_checkpoint(start_cli(*overrides, cwd=killed), killed)
+    assert kill_after_step(start_cli(*overrides, cwd=killed), killed, 1), (
+        "training ended before its first step checkpoint"
+    )
     run_dir = single_run_dir(killed)
     assert not (run_dir / "metrics.json").exists()
     resumed_from = max(

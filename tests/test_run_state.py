@@ -7,9 +7,7 @@ evaluate) and checks the invariants after every step.
 
 import csv
 import shutil
-import signal
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +17,9 @@ from conftest import (
     FAST,
     VAL_SIZE,
     error_text,
+    kill_after_step,
     metrics_of,
+    newest_step,
     run_cli,
     single_run_dir,
     start_cli,
@@ -92,28 +92,6 @@ def net_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
 
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
-
-
-def newest_step(run_dir: Path) -> int:
-    steps = [int(path.stem.split("_")[1]) for path in (run_dir / "checkpoints").glob("step_*.ckpt")]
-    return max(steps, default=0)
-
-
-def kill_after_step(process, cwd: Path, step: int, run_dir: Path | None = None, timeout: float = 300) -> bool:
-    """SIGKILL `process` once its run (`run_dir`, or the one run under `cwd`) has a mid-epoch checkpoint at
-    `step` or later; False if the process ended first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        runs = [run_dir] if run_dir else list(cwd.glob("outputs/*/*"))
-        if runs and newest_step(runs[0]) >= step:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            return process.returncode == -signal.SIGKILL
-        if process.poll() is not None:
-            assert process.returncode == 0, error_text(process)[-3000:]
-            return False
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.005)
 
 
 # 1, 2: one effective config per run; results only replaced by better-informed results
