@@ -1,6 +1,7 @@
 """What a sweep's job does, in-process: its failure kept to itself, its seed, and Optuna pruning."""
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -38,7 +39,9 @@ def test_a_failed_job_records_its_one_line_error_and_returns_it(tmp_path: Path) 
 
     result = run_job(broken, cfg)
     assert result == {"status": "failed", "error": "optimizer.lr must be a number > 0, got 0"}
-    assert json.loads((tmp_path / "status.json").read_text()) == result
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert {key: status[key] for key in result} == result
+    assert datetime.fromisoformat(status["started"]) <= datetime.fromisoformat(status["ended"])
 
 
 def test_a_pruned_trial_stops_its_job_and_is_recorded_as_pruned(mnist_root: Path, tmp_path: Path) -> None:
@@ -86,3 +89,23 @@ def test_a_restored_one_cycle_schedule_must_fit_the_runs_steps() -> None:
     check_schedule_length({}, Untouchable())
     with pytest.raises(CheckpointError, match="planned for 8 steps, this run has 12"):
         check_schedule_length({"lr_schedulers": [{"total_steps": 8}]}, Trainer())
+
+
+def test_a_study_s_trial_budget_counts_fresh_trials_and_not_reruns_or_never_run_ones() -> None:
+    from hydra_plugins.mnist_cnn_optuna.optuna_sweeper import NOT_RUN, _has_room, _is_surplus
+
+    study = optuna.create_study()
+    first, second, third = study.ask(), study.ask(), study.ask()  # 3 workers asked at once for a 2-trial study
+    trials = study.get_trials(deepcopy=False)
+    assert [_is_surplus(trials, trial.number, n_trials=2) for trial in (first, second, third)] == [False, False, True]
+    third.set_user_attr(NOT_RUN, "surplus")
+    study.tell(third, state=optuna.trial.TrialState.FAIL)
+    assert not _has_room(study.get_trials(deepcopy=False), n_trials=2)
+
+    # The first trial's worker is killed: Optuna fails it and queues a rerun, which takes its place.
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    rerun = optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, system_attrs={"failed_trial": 0})
+    study.add_trial(rerun)
+    trials = study.get_trials(deepcopy=False)
+    assert _has_room(trials, n_trials=2)  # the rerun is waiting to be asked for
+    assert not _is_surplus(trials, trials[-1].number, n_trials=2)

@@ -5,6 +5,7 @@ from lightning import Trainer
 from optuna_integration import PyTorchLightningPruningCallback
 
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.study_storage import open_storage
 
 
 class OptunaPruning(PyTorchLightningPruningCallback):
@@ -26,7 +27,7 @@ class OptunaPruning(PyTorchLightningPruningCallback):
         would otherwise judge with Optuna's default one."""
         if trial_id is None:
             raise ConfigError("hparams_search runs an Optuna study: start it as a multirun (mnist-cnn-train -m ...)")
-        study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage), pruner=pruner)
         super().__init__(optuna.trial.Trial(study, trial_id), monitor=monitor)
 
 

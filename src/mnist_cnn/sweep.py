@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,12 @@ def job_threads() -> int | None:
         return None
     hydra = HydraConfig.get()
     n_jobs = hydra.launcher.get("n_jobs")
-    if not n_jobs or "Optuna" in str(hydra.sweeper.get("_target_")):  # the Optuna sweeper runs one job at a time
+    if not n_jobs:
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     parallel = n_jobs if n_jobs > 0 else cores + 1 + n_jobs  # joblib: -1 means every core, -2 all but one
+    if "Optuna" in str(hydra.sweeper.get("_target_")):  # the Optuna sweeper launches batches of its own n_jobs
+        parallel = min(parallel, hydra.sweeper.get("n_jobs", 1))
     return max(1, cores // max(1, min(parallel, cores)))
 
 
@@ -108,7 +111,9 @@ def run_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> di
 
     Hydra's sweeper would otherwise end the whole sweep at the first failed job (at once for our
     `SystemExit`, after the batch for other errors). An Optuna trial that was pruned is recorded as "pruned".
+    When it started and ended (UTC) go in `status.json` too: they show which jobs of a sweep ran in parallel.
     """
+    started = _now()
     try:
         result = {"status": "ok", "error": None, **task(cfg)}
     except Exception as error:
@@ -120,8 +125,13 @@ def run_job(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> di
         else:
             log.exception("job failed: %s", result["error"])  # a bug: keep the traceback in the job's log
     if record_dir(cfg) is not None:  # rank 0 of a DDP job writes it
-        write_json(Path(cfg.paths.output_dir) / STATUS_FILE, {"status": result["status"], "error": result["error"]})
+        status = {"status": result["status"], "error": result["error"], "started": started, "ended": _now()}
+        write_json(Path(cfg.paths.output_dir) / STATUS_FILE, status)
     return result
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _failure_status(error: Exception) -> str:

@@ -7,7 +7,6 @@ sweep folder, and prints the settings table. Every multirun runs it when it ends
 """
 
 import argparse
-import csv
 import json
 import math
 import statistics
@@ -20,7 +19,9 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.files import atomic_path
+from mnist_cnn.study_summary import summarize_study
 from mnist_cnn.sweep import STATUS_FILE, override_key
+from mnist_cnn.tables import write_tables
 
 METRIC_COLUMNS = ["test_acc", "val_acc_best", "parameters", "train_seconds", "seed"]
 RUN_COLUMNS = ["job", "overrides", "status", *METRIC_COLUMNS, "error"]
@@ -90,26 +91,6 @@ def _describe(setting: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "test_acc_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
         "train_seconds_mean": statistics.mean(run["train_seconds"] for run in runs),
     }
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "" if value is None else str(value)
-
-
-def write_tables(rows: list[dict[str, Any]], columns: list[str], stem: Path) -> str:
-    """Write `<stem>.csv` and `<stem>.md`; return the Markdown."""
-    with atomic_path(stem.with_suffix(".csv")) as tmp, tmp.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[column]) for column in columns) + " |" for row in rows]
-    markdown = "\n".join(lines) + "\n"
-    with atomic_path(stem.with_suffix(".md")) as tmp:
-        tmp.write_text(markdown)
-    return markdown
 
 
 def swept_values(runs: list[dict[str, Any]]) -> dict[str, list[str | None]]:
@@ -197,9 +178,20 @@ class SweepSummary(Callback):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. outputs/multirun/<date>/<time>")
-    summarize(parser.parse_args(argv).sweep_dir)
+    parser = argparse.ArgumentParser(
+        description="Summarize a sweep folder, or an Optuna study from its storage (all its workers' trials)."
+    )
+    parser.add_argument("sweep_dir", type=Path, nargs="?", help="a multirun folder: outputs/multirun/<date>/<time>")
+    parser.add_argument("--study", help="an Optuna study's name (hydra.sweeper.study_name) instead of a folder")
+    parser.add_argument("--storage", default="sqlite:///outputs/optuna.db", help="the study's hydra.sweeper.storage")
+    parser.add_argument("--out", type=Path, help="where a study's tables go (default: outputs/studies/<study>)")
+    args = parser.parse_args(argv)
+    if (args.sweep_dir is None) == (args.study is None):
+        parser.error("give either a sweep folder or --study (with --storage)")
+    if args.study:
+        summarize_study(args.study, args.storage, args.out)
+    else:
+        summarize(args.sweep_dir)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
-"""`hydra/sweeper=optuna`: Optuna (current major version) asks for trials, Hydra composes and launches each one.
+"""`hydra/sweeper=optuna`: Optuna (current major version) asks for trials, Hydra composes and launches them.
 
 The thinnest bridge we could build: Hydra's own Optuna sweeper plugin pins optuna<3 and hides the trial
-object from the job, so it can neither prune nor resume. Here the study lives in a database (SQLite by
-default); every trial is one job of the multirun with the trial's values as overrides, plus the trial's id,
-with which the job reopens the trial and reports to it (`mnist_cnn.pruning.OptunaPruning`). Optuna's own
-`study.optimize` drives the trials, so its heartbeats, failure handling and samplers work as documented.
+object from the job, so it can neither prune nor resume. Here the study lives in a storage that several
+processes share (`mnist_cnn.study_storage`: SQLite by default, PostgreSQL, a journal file); every trial is one
+job of the multirun with the trial's values as overrides, plus the trial's id, with which the job reopens the
+trial and reports to it (`mnist_cnn.pruning.OptunaPruning`).
 
-A sweep runs one trial at a time, through whichever Hydra launcher is configured (in-process, SLURM);
-for trials in parallel, start the same command several times, on one machine or several, on one storage.
+Ask-and-tell: the sweeper asks Optuna for `n_jobs` trials, launches them as one batch through whichever Hydra
+launcher is configured (in-process, joblib, SLURM), and tells Optuna how each ended. Several sweeps (terminals,
+machines, a SLURM array) on one storage share the study's `n_trials` budget: each trial runs once, in one of them.
 """
 
 import logging
-import re
-import warnings
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +27,16 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
 
-from mnist_cnn.files import atomic_path
+from mnist_cnn.study_storage import has_heartbeats, open_storage, quietly
+from mnist_cnn.study_summary import COMMAND_LINE, CONFIG_GROUPS, OBJECTIVE, write_best_experiment
 
 log = logging.getLogger(__name__)
 
 TRIAL_ID_KEY = "callbacks.optuna_pruning.trial_id"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+NOT_RUN = "not_run"  # a trial's user attribute: why it was never run
 
 
 class JobFailed(Exception):
@@ -67,10 +70,13 @@ class OptunaSweeper(Sweeper):
         sampler: optuna.samplers.BaseSampler | None = None,
         pruner: optuna.pruners.BasePruner | None = None,
         heartbeat_seconds: int = 60,
+        n_jobs: int = 1,
     ) -> None:
         super().__init__()
+        if n_jobs < 1:
+            raise ValueError(f"hydra.sweeper.n_jobs must be at least 1, got {n_jobs}")
         self.study_name, self.storage_url, self.direction = study_name, storage, direction
-        self.objective, self.n_trials = objective, n_trials
+        self.objective, self.n_trials, self.n_jobs = objective, n_trials, n_jobs
         self.params = dict(params)
         self.sampler, self.pruner, self.heartbeat_seconds = sampler, pruner, heartbeat_seconds
 
@@ -83,32 +89,95 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> optuna.Study:
         fixed = self._fixed_values(arguments)
         study = self._open_study()
+        study.set_user_attr(OBJECTIVE, self.objective)
+        study.set_user_attr(CONFIG_GROUPS, sorted(self.config.hydra.runtime.choices))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self.sampler_done = False
+        while not self.sampler_done:
+            quietly(optuna.storages.fail_stale_trials, study)  # a killed worker's trials: failed, and queued again
+            batch = self._ask_batch(study, fixed)
+            if batch:
+                self._run_batch(study, batch, arguments)
+            elif self._others_running(study):
+                time.sleep(self.heartbeat_seconds)  # should their worker have been killed, its trial runs here
+            else:
+                break
+        self._report_best(study, fixed, sweep_dir)
+        return study
 
-        def objective(trial: optuna.trial.Trial) -> float:
+    def _ask_batch(self, study: optuna.Study, fixed: dict[str, Any]) -> list[optuna.trial.Trial]:
+        """Up to `n_jobs` new trials, within the study's `n_trials` (which other workers use up too)."""
+        batch: list[optuna.trial.Trial] = []
+        while len(batch) < self.n_jobs and _has_room(study.get_trials(deepcopy=False), self.n_trials):
+            trial = study.ask()
+            if has_heartbeats(self.storage):  # at once: a trial without heartbeats never counts as stale
+                self.storage.record_heartbeat(trial._trial_id)
+            if _is_surplus(study.get_trials(deepcopy=False), trial.number, self.n_trials):
+                # Another worker took the last free trial at the same moment; Optuna cannot take back a trial.
+                trial.set_user_attr(NOT_RUN, "the study had all its trials: another worker asked at the same moment")
+                self._record(study, trial, state=TrialState.FAIL)
+                break
+            trial.set_user_attr(COMMAND_LINE, fixed)
+            batch.append(trial)
+        return batch
+
+    def _run_batch(self, study: optuna.Study, batch: list[optuna.trial.Trial], arguments: list[str]) -> None:
+        """Launch the batch's jobs together (trials whose config does not compose fail at once), then tell each."""
+        jobs = []
+        for trial in batch:
             values = [f"{key}={suggest(trial, key, distribution)}" for key, distribution in self.params.items()]
             overrides = [*arguments, *values, f"{TRIAL_ID_KEY}={trial._trial_id}"]
             try:
                 self.validate_batch_is_legal([overrides])
             except Exception as error:  # one trial's bad combination fails that trial, not the search
-                raise JobFailed(f"its config does not compose: {error}") from error
-            # Job number = trial number: folders and derived seeds stay unique across workers and reruns.
-            (result,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
-            return self._value(result)
+                log.warning("trial %d failed: its config does not compose: %s", trial.number, error)
+                self._record(study, trial, state=TrialState.FAIL)
+                continue
+            jobs.append((trial, overrides))
+        with _heartbeats(self.storage, [trial._trial_id for trial, _ in jobs], self.heartbeat_seconds):
+            # Job number = trial number: folders and derived seeds stay unique across workers and reruns. The
+            # launcher numbers a batch's jobs consecutively, so a batch that another worker's trial interrupts
+            # is launched as several.
+            for group in _consecutive(jobs):
+                results = self.launcher.launch(
+                    [overrides for _, overrides in group], initial_job_idx=group[0][0].number
+                )
+                for (trial, _), result in zip(group, results, strict=True):
+                    self._tell(study, trial, result)
 
-        def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            if _trials_done_or_running(study) >= self.n_trials:  # other workers on the study count too
-                study.stop()
+    def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, result: JobReturn) -> None:
+        try:
+            value = self._value(result)
+        except optuna.TrialPruned:
+            self._record(study, trial, state=TrialState.PRUNED)
+        except JobFailed as error:
+            log.warning("trial %d failed: %s", trial.number, error)
+            self._record(study, trial, state=TrialState.FAIL)
+        else:
+            self._record(study, trial, value)
 
-        _quietly(optuna.storages.fail_stale_trials, study)  # a killed sweep's trials: failed, and queued again
-        if _trials_done_or_running(study) < self.n_trials:
-            with warnings.catch_warnings():  # heartbeats and their retry are marked experimental in Optuna
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.optimize(objective, catch=(JobFailed,), callbacks=[stop_when_done])
-        self._report_best(study, fixed, sweep_dir)
-        return study
+    def _record(self, study: optuna.Study, trial: optuna.trial.Trial, *args: Any, **kwargs: Any) -> None:
+        """`study.tell`, where a sampler that has nothing left to propose (a finished grid) ends the sweep.
+
+        Samplers say so with `study.stop()`, which raises outside `study.optimize`, after the result is stored.
+        A trial that another worker failed as stale (this one was stopped too long) keeps that state; its rerun
+        is queued already.
+        """
+        try:
+            study.tell(trial, *args, skip_if_finished=True, **kwargs)
+        except RuntimeError as error:
+            if "Study.stop" not in str(error):
+                raise
+            log.info("the sampler has no more trials to propose")
+            self.sampler_done = True
+
+    def _others_running(self, study: optuna.Study) -> bool:
+        """Trials running in other workers that could yet go stale and be queued again (heartbeats only)."""
+        if not has_heartbeats(self.storage):
+            return False
+        return any(trial.state == TrialState.RUNNING for trial in study.get_trials(deepcopy=False))
 
     def _fixed_values(self, arguments: list[str]) -> dict[str, Any]:
         """The command line's own overrides (the same in every trial), by key; a swept value is refused."""
@@ -133,37 +202,31 @@ class OptunaSweeper(Sweeper):
         return float(outcome[self.objective])
 
     def _open_study(self) -> optuna.Study:
-        if self.storage_url.startswith("sqlite:///"):
-            Path(self.storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        storage = _quietly(
-            optuna.storages.RDBStorage,
-            self.storage_url,
-            heartbeat_interval=self.heartbeat_seconds,
-            grace_period=2 * self.heartbeat_seconds,
-            heartbeat_stale_trial_callback=_quietly(RetryHeartbeatStaleTrialCallback, max_retry=1),
-        )
+        self.storage = open_storage(self.storage_url, self.heartbeat_seconds)
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=storage,
+            storage=self.storage,
             sampler=self.sampler,
             pruner=self.pruner,
             direction=self.direction,
             load_if_exists=True,
         )
-        done = _trials_done_or_running(study)
-        log.info("Optuna study %r in %s: %d of %d trials done", self.study_name, self.storage_url, done, self.n_trials)
+        used = _slots_used(study.get_trials(deepcopy=False))
+        log.info(
+            "Optuna study %r in %s: %d of %d trials done or running",
+            self.study_name,
+            self.storage_url,
+            used,
+            self.n_trials,
+        )
         return study
 
     def _report_best(self, study: optuna.Study, fixed: dict[str, Any], sweep_dir: Path) -> None:
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not completed:
+        path = write_best_experiment(study, sweep_dir)
+        if path is None:
             log.warning("no trial of study %r completed", self.study_name)
             return
         best = study.best_trial
-        groups = set(self.config.hydra.runtime.choices)
-        path = sweep_dir / "best_experiment.yaml"
-        with atomic_path(path) as tmp:
-            tmp.write_text(experiment_yaml(best, fixed, groups, self.objective, self.study_name))
         log.info(
             "best trial %d: %s=%.4f %s; as an experiment: %s",
             best.number,
@@ -174,45 +237,69 @@ class OptunaSweeper(Sweeper):
         )
 
 
-def _trials_done_or_running(study: optuna.Study) -> int:
-    """Trials finished or running (in any worker); one that failed stale and was queued again counts once."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {_quietly(RetryHeartbeatStaleTrialCallback.retried_trial_number, trial) for trial in trials} - {None}
-    running = [trial for trial in trials if trial.state == TrialState.RUNNING]
-    finished = [trial for trial in trials if trial.state in FINISHED and trial.number not in retried]
-    return len(finished) + len(running)
+def _is_retry(trial: FrozenTrial) -> bool:
+    """A trial that Optuna queued again for one that went stale (its worker was killed)."""
+    return quietly(RetryHeartbeatStaleTrialCallback.retried_trial_number, trial) is not None
 
 
-def _quietly(function: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call an Optuna API marked experimental (heartbeats, since Optuna 2.9) without its warning; Optuna is pinned."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return function(*args, **kwargs)
+def _uses_a_slot(trial: FrozenTrial) -> bool:
+    """Counts towards `n_trials`: a trial asked for afresh and run (a rerun takes its stale original's place)."""
+    return not _is_retry(trial) and NOT_RUN not in trial.user_attrs
+
+
+def _slots_used(trials: Sequence[FrozenTrial]) -> int:
+    return sum(_uses_a_slot(trial) for trial in trials)
+
+
+def _has_room(trials: Sequence[FrozenTrial], n_trials: int) -> bool:
+    """Another trial may be asked for: a free slot, or a rerun queued by the heartbeat."""
+    return _slots_used(trials) < n_trials or any(trial.state == TrialState.WAITING for trial in trials)
+
+
+def _is_surplus(trials: Sequence[FrozenTrial], number: int, n_trials: int) -> bool:
+    """Trial `number` came after the study's last slot was taken (trial numbers are handed out in order)."""
+    (trial,) = [trial for trial in trials if trial.number == number]
+    if _is_retry(trial):
+        return False
+    return _slots_used([earlier for earlier in trials if earlier.number < number]) >= n_trials
+
+
+def _consecutive(
+    jobs: list[tuple[optuna.trial.Trial, list[str]]],
+) -> Iterator[list[tuple[optuna.trial.Trial, list[str]]]]:
+    """The jobs in runs of consecutive trial numbers."""
+    group: list[tuple[optuna.trial.Trial, list[str]]] = []
+    for job in jobs:
+        if group and job[0].number != group[-1][0].number + 1:
+            yield group
+            group = []
+        group.append(job)
+    if group:
+        yield group
+
+
+@contextmanager
+def _heartbeats(storage: BaseStorage, trial_ids: list[int], interval: int) -> Iterator[None]:
+    """Record the trials' heartbeats every `interval` seconds while their jobs run, as Optuna's `optimize` does
+    for its one trial: a worker that is killed stops them, and other workers then run its trials again."""
+    if not has_heartbeats(storage) or not trial_ids:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            for trial_id in trial_ids:
+                storage.record_heartbeat(trial_id)
+
+    thread = threading.Thread(target=beat, name="optuna-heartbeats", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _overrides(params: Mapping[str, Any]) -> list[str]:
     return [f"{key}={value}" for key, value in params.items()]
-
-
-# Command-line keys that say where and how a search ran, not what it trained.
-NOT_RECIPE = ("hydra", "paths", "callbacks", "hparams_search", "experiment", "debug", "local")
-
-
-def experiment_yaml(
-    trial: optuna.trial.FrozenTrial, fixed: dict[str, Any], groups: set[str], objective: str, study_name: str
-) -> str:
-    """The trial as a ready-to-run `conf/experiment/<name>.yaml`: config-group choices, then values."""
-    recipe = {key: value for key, value in fixed.items() if re.split(r"[./]", key)[0] not in NOT_RECIPE}
-    chosen = recipe | trial.params
-    choices = [f"  - override /{key}: {value}" for key, value in chosen.items() if key in groups]
-    values = OmegaConf.create()
-    for key, value in chosen.items():
-        if key not in groups:
-            OmegaConf.update(values, key, value, force_add=True)
-    header = [
-        "# @package _global_",
-        f"# Optuna study {study_name!r}, trial {trial.number}: {objective}={trial.value:.4f}.",
-        "# Copy to conf/experiment/<name>.yaml and run: mnist-cnn-train experiment=<name>",
-    ]
-    defaults = ["defaults:", *choices] if choices else []
-    return "\n".join([*header, *defaults, OmegaConf.to_yaml(values).rstrip()]) + "\n"

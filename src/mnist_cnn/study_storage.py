@@ -1,0 +1,60 @@
+"""Where an Optuna study lives, from one URL: a database (Optuna's RDB storage) or a journal file.
+
+- `sqlite:///outputs/optuna.db`: the zero-setup default, for the workers of one machine.
+- `postgresql+psycopg://user@host:port/db` (or any SQLAlchemy URL): a database server, for workers on
+  several machines. Optuna's advice: SQLite for one process, a server database for many.
+- `journal:<path>`: Optuna's journal file storage, for several workers that share a filesystem but no
+  database server. It has no heartbeats, so a killed worker's trial stays RUNNING there.
+"""
+
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy.exc
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+JOURNAL = "journal:"
+ATTEMPTS = 5
+
+
+def open_storage(url: str, heartbeat_seconds: int | None = None) -> BaseStorage:
+    """The storage at `url`; with `heartbeat_seconds` (RDB only), a trial without a heartbeat for twice that
+    long counts as killed: it is failed, and queued again once (Optuna's `RetryHeartbeatStaleTrialCallback`)."""
+    if url.startswith(JOURNAL):
+        path = Path(url.removeprefix(JOURNAL))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    heartbeats = {}
+    if heartbeat_seconds:
+        heartbeats = {
+            "heartbeat_interval": heartbeat_seconds,
+            "grace_period": 2 * heartbeat_seconds,
+            "heartbeat_stale_trial_callback": quietly(RetryHeartbeatStaleTrialCallback, max_retry=1),
+        }
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return quietly(RDBStorage, url, **heartbeats)
+        # Workers started together on an empty database all create Optuna's tables; all but one fail to.
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0.1, 1.0))
+    raise AssertionError("unreachable")
+
+
+def has_heartbeats(storage: BaseStorage) -> bool:
+    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+
+
+def quietly(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call an Optuna API marked experimental (heartbeats) without its warning; Optuna is pinned."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return function(*args, **kwargs)
