@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL server for the tests: `initdb` into a temporary folder, `pg_ctl` on a loopback port.
 
-Our own rather than pytest-postgresql's: that one cannot run the server as another user, and PostgreSQL refuses
-to run as root, which is how CI runs the tests. Here, as root, every server command runs as the `postgres` user.
+Our own rather than pytest-postgresql's: its process fixture runs `pg_ctl` as the current user, and `pg_ctl`
+refuses to run as root, which is how CI runs the tests. Here, as root, server commands run as `postgres`.
 """
 
 import os

@@ -58,3 +58,16 @@ def test_sweep_threads_times_three_ways_of_running_one_sweep(mnist_root: Path, t
     assert (folder / "results.md").read_text() in stdout and "| sequential |" in stdout
     seconds = json.loads((folder / "results.json").read_text())["seconds"]
     assert set(seconds) == {"sequential", "joblib", "oversubscribed"} and all(value > 0 for value in seconds.values())
+
+
+def test_search_workers_runs_one_search_three_ways_on_a_postgresql_server(mnist_root: Path, tmp_path: Path) -> None:
+    args = ["--data-dir", str(mnist_root), "--trials", "2", "--epochs", "1", "--fraction", "1.0"]
+    stdout = run_script(
+        "search_workers.py", *args, "--val-size", str(VAL_SIZE), "--out", str(tmp_path / "out"), cwd=tmp_path
+    )
+    (folder,) = (tmp_path / "out").iterdir()
+    assert (folder / "results.md").read_text() in stdout and "postgresql storage" in stdout
+    results = json.loads((folder / "results.json").read_text())["results"]
+    assert list(results) == ["1 worker", "2 workers", "1 worker, n_jobs=2"]
+    for result in results.values():  # every set-up ran the study's 2 trials, on its own study
+        assert result["seconds"] > 0 and result["trials"]["COMPLETE"] + result["trials"]["PRUNED"] == 2

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import FAST, error_text, run_cli, start_cli
 from optuna.trial import FrozenTrial, TrialState
-from postgres_server import create_database, postgres_server, server_bin_dir
+from postgres_server import create_database, free_port, postgres_server, server_bin_dir
 
 pytestmark = pytest.mark.slow  # the command line, in subprocesses
 
@@ -160,14 +160,23 @@ def test_a_killed_worker_s_trial_is_run_again_by_another_worker(
     assert sorted(int(job.name) for job in job_folders(survivor_cwd)) == sorted(trial.number for trial in finished)
 
 
-def test_one_sweep_runs_a_batch_of_trials_in_parallel_through_joblib(mnist_root: Path, tmp_path: Path) -> None:
+CORES = len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("launcher", "threads"),
+    [
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], max(1, CORES // 2)),  # the cores, shared by 2 trials
+        # submitit's local executor: the array submission (map_array) that SLURM gets, run as local processes
+        (["hydra/launcher=submitit_local", "threads=1"], 1),
+    ],
+    ids=["joblib", "submitit_local"],
+)
+def test_one_sweep_runs_a_batch_of_trials_in_parallel_through_its_launcher(
+    launcher: list[str], threads: int, mnist_root: Path, tmp_path: Path
+) -> None:
     storage = f"sqlite:///{tmp_path}/outputs/optuna.db"
-    overrides = [
-        "hydra.sweeper.n_trials=4",
-        "hydra.sweeper.n_jobs=2",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-    ]
+    overrides = ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *launcher]
     result = run_cli("train", *search_command(mnist_root, tmp_path, storage, *overrides), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -175,11 +184,35 @@ def test_one_sweep_runs_a_batch_of_trials_in_parallel_through_joblib(mnist_root:
     assert len([trial for trial in trials if trial.state in FINISHED]) == 4
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     spans = {}
-    for job in sorted(path for path in sweep.iterdir() if path.is_dir()):
+    for job in sorted(path for path in sweep.iterdir() if path.is_dir() and path.name.isdigit()):
         status = json.loads((job / "status.json").read_text())
         spans[int(job.name)] = (datetime.fromisoformat(status["started"]), datetime.fromisoformat(status["ended"]))
         resolved = yaml.safe_load((job / ".hydra" / "resolved_config.yaml").read_text())
-        assert resolved["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)  # the cores, shared by 2 trials
+        assert resolved["threads"] == threads
     assert sorted(spans) == [0, 1, 2, 3]
     for first, second in ((0, 1), (2, 3)):  # each batch's two trials overlapped in time
         assert spans[first][0] < spans[second][1] and spans[second][0] < spans[first][1], spans
+
+
+def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password(mnist_root: Path, tmp_path: Path) -> None:
+    storage = f"postgresql://optuna:secret@127.0.0.1:{free_port()}/optuna"  # nobody listens there
+    result = run_cli("train", *search_command(mnist_root, tmp_path, storage), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: Optuna storage {storage.replace('postgresql:', 'postgresql+psycopg:').replace('secret', '***')}: "
+        f'connection failed: connection to server at "127.0.0.1", port {storage.split(":")[-1].split("/")[0]} '
+        "failed: Connection refused"
+    )
+    assert "secret" not in result.stderr + result.stdout
+    assert not (tmp_path / "outputs").exists()  # no sweep folder, no trial
+
+    summary = run_cli("sweep_summary", "--study", "mnist-cnn", "--storage", storage, cwd=tmp_path)
+    assert summary.returncode == 1 and summary.stderr.startswith("error: Optuna storage postgresql+psycopg://")
+
+
+def test_the_summary_of_a_study_the_storage_lacks_names_the_ones_it_has(postgres: str, tmp_path: Path) -> None:
+    storage = create_database(postgres, f"study_{uuid.uuid4().hex[:8]}")
+    optuna.create_study(study_name="other", storage=storage)
+    summary = run_cli("sweep_summary", "--study", "mnist-cnn", "--storage", storage, cwd=tmp_path)
+    assert summary.returncode != 0
+    assert summary.stderr.strip().splitlines()[-1] == f"error: no study 'mnist-cnn' in {storage} (it has: other)"

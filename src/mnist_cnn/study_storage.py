@@ -1,8 +1,8 @@
 """Where an Optuna study lives, from one URL: a database (Optuna's RDB storage) or a journal file.
 
 - `sqlite:///outputs/optuna.db`: the zero-setup default, for the workers of one machine.
-- `postgresql+psycopg://user@host:port/db` (or any SQLAlchemy URL): a database server, for workers on
-  several machines. Optuna's advice: SQLite for one process, a server database for many.
+- `postgresql+psycopg://user@host:port/db` (`postgresql://` means the same here), or any SQLAlchemy URL: a
+  database server, for workers on several machines. Optuna's advice: SQLite for one process, a server for many.
 - `journal:<path>`: Optuna's journal file storage, for several workers that share a filesystem but no
   database server. It has no heartbeats, so a killed worker's trial stays RUNNING there.
 """
@@ -17,6 +17,8 @@ import optuna
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+from mnist_cnn.errors import ConfigError
 
 JOURNAL = "journal:"
 ATTEMPTS = 5
@@ -38,6 +40,8 @@ def open_storage(url: str, heartbeat_seconds: int | None = None) -> BaseStorage:
             "grace_period": 2 * heartbeat_seconds,
             "heartbeat_stale_trial_callback": quietly(RetryHeartbeatStaleTrialCallback, max_retry=1),
         }
+    if url.startswith("postgresql://"):  # SQLAlchemy's default driver for it is psycopg2; we install psycopg 3
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return quietly(RDBStorage, url, **heartbeats)
@@ -46,7 +50,22 @@ def open_storage(url: str, heartbeat_seconds: int | None = None) -> BaseStorage:
             if attempt == ATTEMPTS:
                 raise
             time.sleep(random.uniform(0.1, 1.0))
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError, ImportError) as error:
+            raise ConfigError(f"Optuna storage {_without_password(url)}: {_reason(error)}") from error
     raise AssertionError("unreachable")
+
+
+def _without_password(url: str) -> str:
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:  # not a URL at all
+        return url
+
+
+def _reason(error: Exception) -> str:
+    """The first line of the driver's own message (SQLAlchemy appends the statement and a help link)."""
+    cause = getattr(error, "orig", None) or error
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
 
 
 def has_heartbeats(storage: BaseStorage) -> bool:

@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_cnn.errors import UserError
 from mnist_cnn.files import atomic_path
 from mnist_cnn.study_summary import summarize_study
 from mnist_cnn.sweep import STATUS_FILE, override_key
@@ -189,7 +190,10 @@ def main(argv: list[str] | None = None) -> None:
     if (args.sweep_dir is None) == (args.study is None):
         parser.error("give either a sweep folder or --study (with --storage)")
     if args.study:
-        summarize_study(args.study, args.storage, args.out)
+        try:
+            summarize_study(args.study, args.storage, args.out)
+        except UserError as error:  # a storage that cannot be opened: one line
+            raise SystemExit(f"error: {error}") from None
     else:
         summarize(args.sweep_dir)
 

@@ -30,6 +30,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from mnist_cnn.errors import exit_on_user_error
 from mnist_cnn.study_storage import has_heartbeats, open_storage, quietly
 from mnist_cnn.study_summary import COMMAND_LINE, CONFIG_GROUPS, OBJECTIVE, write_best_experiment
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 TRIAL_ID_KEY = "callbacks.optuna_pruning.trial_id"
 NOT_RUN = "not_run"  # a trial's user attribute: why it was never run
+POLL_SECONDS = 2  # how often a worker with nothing left to ask for looks at the trials other workers run
 
 
 class JobFailed(Exception):
@@ -79,6 +81,7 @@ class OptunaSweeper(Sweeper):
         self.objective, self.n_trials, self.n_jobs = objective, n_trials, n_jobs
         self.params = dict(params)
         self.sampler, self.pruner, self.heartbeat_seconds = sampler, pruner, heartbeat_seconds
+        self.sampler_done = False  # set when the sampler has nothing left to propose
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -88,20 +91,20 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> optuna.Study:
         fixed = self._fixed_values(arguments)
-        study = self._open_study()
+        with exit_on_user_error():  # a storage that cannot be opened: one line
+            study = self._open_study()
         study.set_user_attr(OBJECTIVE, self.objective)
         study.set_user_attr(CONFIG_GROUPS, sorted(self.config.hydra.runtime.choices))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        self.sampler_done = False
         while not self.sampler_done:
             quietly(optuna.storages.fail_stale_trials, study)  # a killed worker's trials: failed, and queued again
             batch = self._ask_batch(study, fixed)
             if batch:
                 self._run_batch(study, batch, arguments)
-            elif self._others_running(study):
-                time.sleep(self.heartbeat_seconds)  # should their worker have been killed, its trial runs here
+            elif self._others_running(study):  # should their worker have been killed, its trial runs here
+                time.sleep(min(POLL_SECONDS, self.heartbeat_seconds))
             else:
                 break
         self._report_best(study, fixed, sweep_dir)
@@ -140,12 +143,17 @@ class OptunaSweeper(Sweeper):
             # Job number = trial number: folders and derived seeds stay unique across workers and reruns. The
             # launcher numbers a batch's jobs consecutively, so a batch that another worker's trial interrupts
             # is launched as several.
-            for group in _consecutive(jobs):
-                results = self.launcher.launch(
-                    [overrides for _, overrides in group], initial_job_idx=group[0][0].number
-                )
-                for (trial, _), result in zip(group, results, strict=True):
-                    self._tell(study, trial, result)
+            try:
+                for group in _consecutive(jobs):
+                    results = self.launcher.launch(
+                        [overrides for _, overrides in group], initial_job_idx=group[0][0].number
+                    )
+                    for (trial, _), result in zip(group, results, strict=True):
+                        self._tell(study, trial, result)
+            except BaseException:  # Ctrl-C, or the launcher failed: the batch's open trials failed, as in optimize
+                for trial, _ in jobs:
+                    self._record(study, trial, state=TrialState.FAIL)
+                raise
 
     def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, result: JobReturn) -> None:
         try:
