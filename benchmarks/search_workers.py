@@ -107,10 +107,10 @@ def main() -> None:
     ]
     for name, result in results.items():
         states = result["trials"]
-        best = result["best_val_acc"]
+        best = "-" if result["best_val_acc"] is None else f"{result['best_val_acc']:.4f}"
         lines.append(
             f"| {name} | {result['seconds']:.1f} | {result['seconds'] / baseline:.2f}x "
-            f"| {states['COMPLETE']} / {states['PRUNED']} / {states['FAIL']} | {best:.4f} |"
+            f"| {states['COMPLETE']} / {states['PRUNED']} / {states['FAIL']} | {best} |"
         )
     table = "\n".join(lines) + "\n"
     print(table)

@@ -99,7 +99,8 @@ def test_three_workers_share_one_study_and_run_each_trial_once(
         storage = create_database(request.getfixturevalue("postgres"), f"study_{uuid.uuid4().hex[:8]}")
     else:
         storage = f"journal:{tmp_path}/study.journal"
-    command = search_command(mnist_root, tmp_path, storage, "hydra.sweeper.n_trials=6")
+    # Batches of 2 (one after the other, in-process): the workers' trial numbers interleave within a batch.
+    command = search_command(mnist_root, tmp_path, storage, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2")
     workers = [start_cli(*command, cwd=tmp_path) for _ in range(3)]
     wait_all(workers)
 
@@ -113,8 +114,8 @@ def test_three_workers_share_one_study_and_run_each_trial_once(
     # Each finished trial ran in exactly one job (folder name = trial number); the others never ran.
     assert sorted(int(job.name) for job in jobs) == sorted(trial.number for trial in finished)
     assert all("not_run" in trial.user_attrs for trial in trials if trial.state == TrialState.FAIL)
-    params = [tuple(sorted(trial.params.items())) for trial in finished]
-    assert len(set(params)) == len(params)
+    seeds = [yaml.safe_load((job / ".hydra" / "resolved_config.yaml").read_text())["seed"] for job in jobs]
+    assert len(set(seeds)) == len(seeds)  # derived from the trial number, not from each worker's job count
 
     # The study's summary and best experiment, from the storage alone.
     summary = run_cli("sweep_summary", "--study", "mnist-cnn", "--storage", storage, "--out", "study", cwd=tmp_path)
@@ -168,12 +169,12 @@ CORES = len(os.sched_getaffinity(0))
     [
         (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], max(1, CORES // 2)),  # the cores, shared by 2 trials
         # submitit's local executor: the array submission (map_array) that SLURM gets, run as local processes
-        (["hydra/launcher=submitit_local", "threads=1"], 1),
+        (["hydra/launcher=submitit_local", "threads=1"], None),
     ],
     ids=["joblib", "submitit_local"],
 )
 def test_one_sweep_runs_a_batch_of_trials_in_parallel_through_its_launcher(
-    launcher: list[str], threads: int, mnist_root: Path, tmp_path: Path
+    launcher: list[str], threads: int | None, mnist_root: Path, tmp_path: Path
 ) -> None:
     storage = f"sqlite:///{tmp_path}/outputs/optuna.db"
     overrides = ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *launcher]
@@ -188,10 +189,54 @@ def test_one_sweep_runs_a_batch_of_trials_in_parallel_through_its_launcher(
         status = json.loads((job / "status.json").read_text())
         spans[int(job.name)] = (datetime.fromisoformat(status["started"]), datetime.fromisoformat(status["ended"]))
         resolved = yaml.safe_load((job / ".hydra" / "resolved_config.yaml").read_text())
-        assert resolved["threads"] == threads
+        assert threads is None or resolved["threads"] == threads
     assert sorted(spans) == [0, 1, 2, 3]
     for first, second in ((0, 1), (2, 3)):  # each batch's two trials overlapped in time
         assert spans[first][0] < spans[second][1] and spans[second][0] < spans[first][1], spans
+
+
+# A callback for the job of trial 0 only: it waits until trial 1's job has finished, then SIGKILLs its own process.
+KILL_JOB_ZERO = """
+import os, signal, time
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+
+
+class KillJobZero(L.Callback):
+    def on_train_start(self, trainer, module):
+        hydra = HydraConfig.get()
+        if hydra.job.num != 0:
+            return
+        deadline = time.monotonic() + 120
+        while not (Path(hydra.sweep.dir) / "1" / "status.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_job_in_a_parallel_batch_fails_its_trial_only(mnist_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "job_killer.py").write_text(KILL_JOB_ZERO)  # importable: the sweep runs in tmp_path
+    storage = f"sqlite:///{tmp_path}/outputs/optuna.db"
+    overrides = [
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    ]
+    overrides.append("+callbacks.kill_job_zero={_target_: job_killer.KillJobZero}")
+    result = run_cli("train", *search_command(mnist_root, tmp_path, storage, *overrides), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    states = {trial.number: trial.state for trial in trials_of(storage)}
+    assert states[0] == TrialState.FAIL  # its process was killed
+    assert all(states[number] in FINISHED for number in (1, 2, 3)), states  # its batch mate, and the next batch
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    assert not (sweep / "0" / "status.json").exists()
+    one = next(trial for trial in trials_of(storage) if trial.number == 1)
+    assert one.state == TrialState.COMPLETE  # among the first trials: the median pruner does not judge them yet
+    assert one.value == pytest.approx(json.loads((sweep / "1" / "metrics.json").read_text())["val_acc_best"])
 
 
 def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password(mnist_root: Path, tmp_path: Path) -> None:

@@ -24,15 +24,17 @@ JOURNAL = "journal:"
 ATTEMPTS = 5
 
 
-def open_storage(url: str, heartbeat_seconds: int | None = None) -> BaseStorage:
+def open_storage(url: str, heartbeat_seconds: int | None = None, create: bool = True) -> BaseStorage:
     """The storage at `url`; with `heartbeat_seconds` (RDB only), a trial without a heartbeat for twice that
-    long counts as killed: it is failed, and queued again once (Optuna's `RetryHeartbeatStaleTrialCallback`)."""
-    if url.startswith(JOURNAL):
-        path = Path(url.removeprefix(JOURNAL))
+    long counts as killed: it is failed, and queued again once (Optuna's `RetryHeartbeatStaleTrialCallback`).
+    `create=False`: a SQLite or journal file that does not exist is an error (not a new, empty study file)."""
+    if url.startswith((JOURNAL, "sqlite:///")):
+        path = Path(url.removeprefix(JOURNAL).removeprefix("sqlite:///"))
+        if not create and not path.is_file():
+            raise ConfigError(f"Optuna storage {url}: {path} does not exist")
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if url.startswith(JOURNAL):
+            return JournalStorage(JournalFileBackend(str(path)))
     heartbeats = {}
     if heartbeat_seconds:
         heartbeats = {
@@ -45,17 +47,30 @@ def open_storage(url: str, heartbeat_seconds: int | None = None) -> BaseStorage:
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return quietly(RDBStorage, url, **heartbeats)
-        # Workers started together on an empty database all create Optuna's tables; all but one fail to.
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == ATTEMPTS:
+        # Workers started together on an empty database all create Optuna's tables; all but one fail to
+        # (PostgreSQL: a duplicate key; SQLite: "table ... already exists" or "database is locked").
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.ProgrammingError,
+            sqlalchemy.exc.OperationalError,
+        ) as error:
+            if attempt == ATTEMPTS or not _is_creation_race(error):
+                if isinstance(error, sqlalchemy.exc.OperationalError):
+                    raise ConfigError(f"Optuna storage {without_password(url)}: {_reason(error)}") from error
                 raise
             time.sleep(random.uniform(0.1, 1.0))
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError, ImportError) as error:
-            raise ConfigError(f"Optuna storage {_without_password(url)}: {_reason(error)}") from error
+        except (sqlalchemy.exc.ArgumentError, ImportError) as error:
+            raise ConfigError(f"Optuna storage {without_password(url)}: {_reason(error)}") from error
     raise AssertionError("unreachable")
 
 
-def _without_password(url: str) -> str:
+def _is_creation_race(error: Exception) -> bool:
+    if not isinstance(error, sqlalchemy.exc.OperationalError):
+        return True
+    return any(words in str(error) for words in ("already exists", "database is locked"))
+
+
+def without_password(url: str) -> str:
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError:  # not a URL at all

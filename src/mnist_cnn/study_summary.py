@@ -14,11 +14,12 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_cnn.files import atomic_path
-from mnist_cnn.study_storage import open_storage
+from mnist_cnn.study_storage import open_storage, without_password
 from mnist_cnn.tables import write_tables
 
-# Trial user attribute: the command line's own overrides (the sweeper records them for the experiment file).
-COMMAND_LINE = "command_line"
+# Trial user attributes: the command line's own overrides (the sweeper records them for the experiment file);
+# why a trial was never run (another worker took the study's last trial at the same moment).
+COMMAND_LINE, NOT_RUN = "command_line", "not_run"
 # Study user attributes: the objective's name, and which keys are config groups (Hydra's runtime choices).
 OBJECTIVE, CONFIG_GROUPS = "objective", "config_groups"
 # Command-line keys that say where and how a search ran, not what it trained.
@@ -66,7 +67,7 @@ def trial_rows(trials: list[FrozenTrial]) -> tuple[list[dict[str, Any]], list[st
     rows = []
     for trial in trials:
         seconds = trial.duration.total_seconds() if trial.duration else None
-        note = trial.user_attrs.get("not_run") or _retry_note(trial)
+        note = trial.user_attrs.get(NOT_RUN) or _retry_note(trial)
         row = {"trial": trial.number, "state": trial.state.name, "value": trial.value}
         rows.append(row | {key: trial.params.get(key) for key in params} | {"seconds": seconds, "note": note})
     return rows, ["trial", "state", "value", *params, "seconds", "note"]
@@ -79,13 +80,12 @@ def _retry_note(trial: FrozenTrial) -> str:
 
 def summarize_study(study_name: str, storage: str, out: Path | None = None) -> Path:
     """Write the study's tables and best experiment into `out`; print the table; return `out`."""
+    opened = open_storage(storage, create=False)
     try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        study = optuna.load_study(study_name=study_name, storage=opened)
     except KeyError as error:  # Optuna's error for a study name that the storage does not hold
-        names = [summary.study_name for summary in optuna.get_all_study_summaries(open_storage(storage))]
-        raise SystemExit(
-            f"error: no study {study_name!r} in {storage} (it has: {', '.join(names) or 'none'})"
-        ) from error
+        names = ", ".join(summary.study_name for summary in optuna.get_all_study_summaries(opened)) or "none"
+        raise SystemExit(f"error: no study {study_name!r} in {without_password(storage)} (it has: {names})") from error
     out = out or Path("outputs") / "studies" / study_name
     out.mkdir(parents=True, exist_ok=True)
     rows, columns = trial_rows(study.get_trials(deepcopy=False))

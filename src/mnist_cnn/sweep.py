@@ -37,7 +37,13 @@ def in_multirun() -> bool:
 
 
 def _job_num() -> int | None:
-    return HydraConfig.get().job.get("num") if in_multirun() else None
+    """A multirun job's number: its folder's name when that is a number (an Optuna trial's folder is named by
+    its trial number, which need not follow the launcher's count), else Hydra's job number."""
+    if not in_multirun():
+        return None
+    hydra = HydraConfig.get()
+    folder = str(hydra.sweep.subdir)
+    return int(folder) if folder.isdigit() else hydra.job.get("num")
 
 
 def job_seed(base_seed: int) -> int:

@@ -11,6 +11,7 @@ launcher is configured (in-process, joblib, SLURM), and tells Optuna how each en
 machines, a SLURM array) on one storage share the study's `n_trials` budget: each trial runs once, in one of them.
 """
 
+import json
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -31,13 +32,13 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_cnn.errors import exit_on_user_error
-from mnist_cnn.study_storage import has_heartbeats, open_storage, quietly
-from mnist_cnn.study_summary import COMMAND_LINE, CONFIG_GROUPS, OBJECTIVE, write_best_experiment
+from mnist_cnn.study_storage import has_heartbeats, open_storage, quietly, without_password
+from mnist_cnn.study_summary import COMMAND_LINE, CONFIG_GROUPS, NOT_RUN, OBJECTIVE, write_best_experiment
+from mnist_cnn.sweep import STATUS_FILE
 
 log = logging.getLogger(__name__)
 
 TRIAL_ID_KEY = "callbacks.optuna_pruning.trial_id"
-NOT_RUN = "not_run"  # a trial's user attribute: why it was never run
 POLL_SECONDS = 2  # how often a worker with nothing left to ask for looks at the trials other workers run
 
 
@@ -113,51 +114,87 @@ class OptunaSweeper(Sweeper):
     def _ask_batch(self, study: optuna.Study, fixed: dict[str, Any]) -> list[optuna.trial.Trial]:
         """Up to `n_jobs` new trials, within the study's `n_trials` (which other workers use up too)."""
         batch: list[optuna.trial.Trial] = []
-        while len(batch) < self.n_jobs and _has_room(study.get_trials(deepcopy=False), self.n_trials):
-            trial = study.ask()
-            if has_heartbeats(self.storage):  # at once: a trial without heartbeats never counts as stale
-                self.storage.record_heartbeat(trial._trial_id)
-            if _is_surplus(study.get_trials(deepcopy=False), trial.number, self.n_trials):
-                # Another worker took the last free trial at the same moment; Optuna cannot take back a trial.
-                trial.set_user_attr(NOT_RUN, "the study had all its trials: another worker asked at the same moment")
-                self._record(study, trial, state=TrialState.FAIL)
-                break
-            trial.set_user_attr(COMMAND_LINE, fixed)
-            batch.append(trial)
+        try:
+            while len(batch) < self.n_jobs and self._may_ask(study):
+                trial = study.ask()
+                batch.append(trial)
+                if has_heartbeats(self.storage):  # at once: a trial without heartbeats never counts as stale
+                    self.storage.record_heartbeat(trial._trial_id)
+                if _is_surplus(study.get_trials(deepcopy=False), trial.number, self.n_trials):
+                    # Another worker took the last free trial at the same moment; Optuna cannot take a trial back.
+                    trial.set_user_attr(NOT_RUN, "the study had all its trials: another worker asked at the same time")
+                    self._record(study, batch.pop(), state=TrialState.FAIL)
+                    break
+                trial.set_user_attr(COMMAND_LINE, fixed)
+        except BaseException:  # Ctrl-C while asking: no trial is left RUNNING
+            self._fail(study, batch)
+            raise
         return batch
 
-    def _run_batch(self, study: optuna.Study, batch: list[optuna.trial.Trial], arguments: list[str]) -> None:
-        """Launch the batch's jobs together (trials whose config does not compose fail at once), then tell each."""
-        jobs = []
-        for trial in batch:
-            values = [f"{key}={suggest(trial, key, distribution)}" for key, distribution in self.params.items()]
-            overrides = [*arguments, *values, f"{TRIAL_ID_KEY}={trial._trial_id}"]
-            try:
-                self.validate_batch_is_legal([overrides])
-            except Exception as error:  # one trial's bad combination fails that trial, not the search
-                log.warning("trial %d failed: its config does not compose: %s", trial.number, error)
-                self._record(study, trial, state=TrialState.FAIL)
-                continue
-            jobs.append((trial, overrides))
-        with _heartbeats(self.storage, [trial._trial_id for trial, _ in jobs], self.heartbeat_seconds):
-            # Job number = trial number: folders and derived seeds stay unique across workers and reruns. The
-            # launcher numbers a batch's jobs consecutively, so a batch that another worker's trial interrupts
-            # is launched as several.
-            try:
-                for group in _consecutive(jobs):
-                    results = self.launcher.launch(
-                        [overrides for _, overrides in group], initial_job_idx=group[0][0].number
-                    )
-                    for (trial, _), result in zip(group, results, strict=True):
-                        self._tell(study, trial, result)
-            except BaseException:  # Ctrl-C, or the launcher failed: the batch's open trials failed, as in optimize
-                for trial, _ in jobs:
-                    self._record(study, trial, state=TrialState.FAIL)
-                raise
+    def _may_ask(self, study: optuna.Study) -> bool:
+        """Room in the study's budget, and a sampler with something left to propose (a grid may be done)."""
+        if isinstance(self.sampler, optuna.samplers.GridSampler) and self.sampler.is_exhausted(study):
+            return False
+        return _has_room(study.get_trials(deepcopy=False), self.n_trials)
 
-    def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, result: JobReturn) -> None:
+    def _run_batch(self, study: optuna.Study, batch: list[optuna.trial.Trial], arguments: list[str]) -> None:
+        """Launch the batch's jobs together (trials whose config does not compose fail at once), then tell each.
+
+        Each job's folder is named by its trial number (`hydra.sweep.subdir`), whichever numbers the batch has:
+        several workers' batches interleave. The job's derived seed follows its folder (`mnist_cnn.sweep`).
+        """
         try:
-            value = self._value(result)
+            jobs = []
+            for trial in batch:
+                values = [f"{key}={suggest(trial, key, distribution)}" for key, distribution in self.params.items()]
+                overrides = [*arguments, *values, f"{TRIAL_ID_KEY}={trial._trial_id}"]
+                overrides.append(f"hydra.sweep.subdir={trial.number}")
+                try:
+                    self.validate_batch_is_legal([overrides])
+                except Exception as error:  # one trial's bad combination fails that trial, not the search
+                    log.warning("trial %d failed: its config does not compose: %s", trial.number, error)
+                    self._record(study, trial, state=TrialState.FAIL)
+                    continue
+                jobs.append((trial, overrides))
+            if not jobs:
+                return
+            with _heartbeats(self.storage, [trial._trial_id for trial, _ in jobs], self.heartbeat_seconds):
+                for (trial, _), outcome in zip(jobs, self._launch(jobs), strict=True):
+                    self._tell(study, trial, outcome)
+        except BaseException:  # Ctrl-C: the batch's open trials failed, as in Optuna's optimize
+            self._fail(study, batch)
+            raise
+
+    def _fail(self, study: optuna.Study, trials: list[optuna.trial.Trial]) -> None:
+        for trial in trials:
+            self._record(study, trial, state=TrialState.FAIL)
+
+    def _launch(self, jobs: list[tuple[optuna.trial.Trial, list[str]]]) -> list[Mapping[str, Any] | str]:
+        """Each job's outcome (`mnist_cnn.sweep.run_job`'s dict), or why it has none.
+
+        When a job's process is killed, joblib and submitit raise for the whole batch; the other jobs' own
+        records (`status.json`, `metrics.json` in their folders) then say how they ended.
+        """
+        try:
+            results = self.launcher.launch([overrides for _, overrides in jobs], initial_job_idx=jobs[0][0].number)
+        except Exception as error:
+            log.warning("the launcher failed (%s); each trial's outcome comes from its job's folder", error)
+            return [self._recorded_outcome(trial.number, error) for trial, _ in jobs]
+        return [
+            result.return_value if result.status == JobStatus.COMPLETED else repr(result._return_value)
+            for result in results
+        ]
+
+    def _recorded_outcome(self, job_number: int, error: Exception) -> Mapping[str, Any] | str:
+        job = Path(self.config.hydra.sweep.dir) / str(job_number)
+        status, metrics = job / STATUS_FILE, job / "metrics.json"
+        if not status.is_file():
+            return f"its job left no status.json (its process was killed?); the launcher said: {error}"
+        return {**(json.loads(metrics.read_text()) if metrics.is_file() else {}), **json.loads(status.read_text())}
+
+    def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, outcome: Mapping[str, Any] | str) -> None:
+        try:
+            value = self._value(outcome)
         except optuna.TrialPruned:
             self._record(study, trial, state=TrialState.PRUNED)
         except JobFailed as error:
@@ -198,11 +235,10 @@ class OptunaSweeper(Sweeper):
             raise ValueError(f"{searched[0]!r} sets a key the search chooses; remove it or narrow the search space")
         return {override.key_or_group: override.value() for override in parsed if not override.is_delete()}
 
-    def _value(self, result: JobReturn) -> float:
+    def _value(self, outcome: Mapping[str, Any] | str) -> float:
         """The job's objective; raises TrialPruned or JobFailed as the job ended (`mnist_cnn.sweep.run_job`)."""
-        outcome = result.return_value if result.status == JobStatus.COMPLETED else None
         if not isinstance(outcome, Mapping):
-            raise JobFailed(repr(result._return_value))
+            raise JobFailed(outcome)
         if outcome["status"] == "pruned":
             raise optuna.TrialPruned(outcome["error"])
         if outcome["status"] != "ok" or outcome.get(self.objective) is None:
@@ -223,7 +259,7 @@ class OptunaSweeper(Sweeper):
         log.info(
             "Optuna study %r in %s: %d of %d trials done or running",
             self.study_name,
-            self.storage_url,
+            without_password(self.storage_url),
             used,
             self.n_trials,
         )
@@ -272,20 +308,6 @@ def _is_surplus(trials: Sequence[FrozenTrial], number: int, n_trials: int) -> bo
     return _slots_used([earlier for earlier in trials if earlier.number < number]) >= n_trials
 
 
-def _consecutive(
-    jobs: list[tuple[optuna.trial.Trial, list[str]]],
-) -> Iterator[list[tuple[optuna.trial.Trial, list[str]]]]:
-    """The jobs in runs of consecutive trial numbers."""
-    group: list[tuple[optuna.trial.Trial, list[str]]] = []
-    for job in jobs:
-        if group and job[0].number != group[-1][0].number + 1:
-            yield group
-            group = []
-        group.append(job)
-    if group:
-        yield group
-
-
 @contextmanager
 def _heartbeats(storage: BaseStorage, trial_ids: list[int], interval: int) -> Iterator[None]:
     """Record the trials' heartbeats every `interval` seconds while their jobs run, as Optuna's `optimize` does
@@ -298,7 +320,10 @@ def _heartbeats(storage: BaseStorage, trial_ids: list[int], interval: int) -> It
     def beat() -> None:
         while not stop.wait(interval):
             for trial_id in trial_ids:
-                storage.record_heartbeat(trial_id)
+                try:
+                    storage.record_heartbeat(trial_id)
+                except Exception as error:  # a lost connection: try again next time, before the grace period ends
+                    log.warning("heartbeat of trial id %d not recorded: %s", trial_id, error)
 
     thread = threading.Thread(target=beat, name="optuna-heartbeats", daemon=True)
     thread.start()
