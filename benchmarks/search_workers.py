@@ -14,6 +14,7 @@ best validation accuracy) and writes it with the raw numbers under --out.
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--storage", choices=["postgresql", "journal"], default="postgresql")
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a kill still stops the PostgreSQL server
     args.data_dir = str(Path(args.data_dir).resolve())
 
     results = {}

@@ -105,6 +105,10 @@ class MNISTClassifier(L.LightningModule):
         self.confusion_counts["test"] = self.test_confusion.compute().cpu()
         self.test_confusion.reset()
 
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        """Class probabilities of a batch of preprocessed images (`mnist_cnn.image_files`)."""
+        return self(batch["image"]).softmax(dim=1)
+
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
         if not self.hparams.scheduler:

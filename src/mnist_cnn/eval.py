@@ -6,24 +6,20 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from mnist_cnn.checkpoint import check_matches, read_checkpoint
-from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError, exit_on_user_error
 from mnist_cnn.runner import CONFIG_DIR, build_datamodule, build_trainer, write_results
 from mnist_cnn.sweep import in_multirun, run_job
+from mnist_cnn.trained import classifier_from_checkpoint
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the model from the checkpoint's own config, test it, export; return the metrics."""
     if not cfg.ckpt_path:
         raise ConfigError("mnist-cnn-eval needs ckpt_path=<a .ckpt file written by mnist-cnn-train>")
-    checkpoint = read_checkpoint(cfg.ckpt_path)
+    module = classifier_from_checkpoint(cfg.ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
-    module = MNISTClassifier(**checkpoint["hyper_parameters"])
-    check_matches(checkpoint, module, cfg.ckpt_path)
-    module.load_state_dict(checkpoint["state_dict"])
 
     trainer = build_trainer(cfg)
     (test_metrics,) = trainer.test(module, datamodule=datamodule)

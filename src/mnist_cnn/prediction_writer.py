@@ -1,0 +1,118 @@
+"""`predictions.csv` and `preprocessed.png` for `mnist-cnn-predict`, as a Lightning `BasePredictionWriter`."""
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from matplotlib.figure import Figure
+from PIL import Image
+
+from mnist_cnn.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["file", "prediction", "confidence", "top3", "error"]
+SHEET_ROWS = 48  # images on the contact sheet at most
+
+
+class PredictionFiles(BasePredictionWriter):
+    """Collect each batch's predictions; when prediction ends, write the table and the contact sheet into
+    `output_dir` and print the first rows. Files with an error get a row with the error and no prediction."""
+
+    def __init__(self, output_dir: str | Path, shown: int = 10) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir, self.shown = Path(output_dir), shown
+        self.rows: list[dict[str, Any]] = []
+        self.digits: list[np.ndarray] = []
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: torch.Tensor,
+        batch_indices: Any,
+        batch: dict[str, Any],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        probabilities = prediction.float().cpu()
+        for file, error, digit, row in zip(batch["file"], batch["error"], batch["digit"], probabilities, strict=True):
+            self.rows.append(describe(file, row, error))
+            self.digits.append(digit)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.output_dir / "predictions.csv") as tmp, tmp.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        contact_sheet(self.rows, self.digits, self.output_dir / "preprocessed.png")
+        print(table(self.rows[: self.shown]), end="")
+        failed = sum(bool(row["error"]) for row in self.rows)
+        more = f" (first {self.shown} shown)" if len(self.rows) > self.shown else ""
+        print(f"{len(self.rows)} images{more}, {failed} with errors: {self.output_dir / 'predictions.csv'}")
+
+
+def describe(file: str, probabilities: torch.Tensor, error: str) -> dict[str, Any]:
+    """One CSV row: the digit, its probability, the three likeliest as `digit:prob` pairs."""
+    if error:
+        return {"file": file, "prediction": "", "confidence": "", "top3": "", "error": error}
+    top = probabilities.topk(3)
+    pairs = " ".join(f"{int(digit)}:{float(prob):.3f}" for prob, digit in zip(top.values, top.indices, strict=True))
+    return {
+        "file": file,
+        "prediction": int(top.indices[0]),
+        "confidence": round(float(top.values[0]), 4),
+        "top3": pairs,
+        "error": "",
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'file':<40} {'digit':>5} {'conf':>6}  top3 / error"]
+    for row in rows:
+        name = Path(row["file"]).name[-40:]
+        confidence = f"{row['confidence']:.3f}" if row["confidence"] != "" else ""
+        lines.append(f"{name:<40} {row['prediction']!s:>5} {confidence:>6}  {row['error'] or row['top3']}")
+    return "\n".join(lines) + "\n"
+
+
+def contact_sheet(rows: list[dict[str, Any]], digits: list[np.ndarray], path: Path) -> Path:
+    """Each input beside the 28x28 image the model saw, titled with the predicted digit (or the error)."""
+    shown = list(zip(rows, digits, strict=True))[:SHEET_ROWS]
+    columns = 4
+    lines = (len(shown) + columns - 1) // columns
+    fig = Figure(figsize=(columns * 2.6, lines * 1.5 + 0.2))
+    axes = fig.subplots(lines, columns * 2, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for index, (row, digit) in enumerate(shown):
+        line, column = divmod(index, columns)
+        original, seen = axes[line][2 * column], axes[line][2 * column + 1]
+        original.imshow(_thumbnail(row["file"]), cmap="gray", vmin=0, vmax=255)
+        original.set_title(Path(row["file"]).name[-18:], fontsize=7)
+        seen.imshow(digit, cmap="gray", vmin=0, vmax=1)
+        title = (
+            f"{row['prediction']} ({row['confidence']:.2f})" if not row["error"] else row["error"].split(":")[0][:24]
+        )
+        seen.set_title(title, fontsize=9 if not row["error"] else 6, color="black" if not row["error"] else "red")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    return path
+
+
+def _thumbnail(file: str) -> np.ndarray:
+    try:
+        with Image.open(file) as image:
+            image.thumbnail((96, 96))
+            return np.asarray(image.convert("L"))
+    except OSError:
+        return np.zeros((28, 28), dtype=np.uint8)
