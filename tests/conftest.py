@@ -33,6 +33,7 @@ FAST = [
     "trainer.limit_train_batches=4",
     "trainer.log_every_n_steps=1",
     "callbacks.progress_bar.refresh_rate=0",
+    "export_onnx=false",  # a second or two per run; tiny_run and tests/test_export.py check the ONNX export
 ]
 
 
@@ -55,7 +56,7 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Path:
     """One small training run, in-process (2 epochs of 4 batches, deterministic), that fast tests share."""
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    overrides = [*FAST, "trainer.max_epochs=2", "trainer.deterministic=true"]
+    overrides = [*FAST, "trainer.max_epochs=2", "trainer.deterministic=true", "export_onnx=true"]
     cfg = compose_config("train", f"paths.data_dir={mnist_root}", f"paths.output_dir={run_dir}", *overrides)
     with torch.random.fork_rng(devices=[]):  # leave the session's random state as it was
         train(cfg)
@@ -111,7 +112,7 @@ def error_text(process: subprocess.Popen) -> str:
 def isolated(command: str, overrides: tuple[str, ...]) -> list[str]:
     """`overrides` with `~local` for our Hydra commands: a developer's conf/local/default.yaml must not change
     what the tests run. It goes after leading flags such as `-m` (argparse wants the overrides together)."""
-    if command not in ("train", "eval", "predict"):
+    if command not in ("train", "eval", "predict", "export"):
         return list(overrides)
     flags = 0
     while flags < len(overrides) and overrides[flags].startswith("-"):

@@ -71,3 +71,23 @@ def test_search_workers_runs_one_search_three_ways_on_a_postgresql_server(mnist_
     assert list(results) == ["1 worker", "2 workers", "1 worker, n_jobs=2"]
     for result in results.values():  # every set-up ran the study's 2 trials, on its own study
         assert result["seconds"] > 0 and result["trials"]["COMPLETE"] + result["trials"]["PRUNED"] == 2
+
+
+def test_photo_digits_measures_each_preprocessing_step(tiny_run: Path, mnist_root: Path, tmp_path: Path) -> None:
+    ckpt = json.loads((tiny_run / "metrics.json").read_text())["checkpoint"]
+    args = ["--ckpt", ckpt, "--data-dir", str(mnist_root), "--count", "12", "--out", str(tmp_path / "out")]
+    stdout = run_script("photo_digits.py", *args, cwd=tmp_path)
+    (folder,) = (tmp_path / "out").iterdir()
+    accuracy = json.loads((folder / "results.json").read_text())["accuracy"]
+    assert len(accuracy) == 6 and all(0 <= value <= 1 for value in accuracy.values())
+    assert (folder / "results.md").read_text() in stdout and (folder / "examples.png").is_file()
+
+
+def test_export_parity_compares_three_runtimes_on_the_test_set(
+    tiny_run: Path, mnist_root: Path, tmp_path: Path
+) -> None:
+    ckpt = json.loads((tiny_run / "metrics.json").read_text())["checkpoint"]
+    stdout = run_script("export_parity.py", "--ckpt", ckpt, "--data-dir", str(mnist_root), cwd=tmp_path)
+    rows = [line.split("|")[1:-1] for line in stdout.splitlines() if line.startswith("| ") and "max abs" not in line]
+    assert [row[0].strip() for row in rows] == ["torch", "onnxruntime", "torchscript"]
+    assert all(row[2].strip() == "0" and float(row[1]) < 1e-4 for row in rows)  # same digits, logits within 1e-4

@@ -91,7 +91,12 @@ def test_exported_weights_predict_as_their_checkpoint(tiny_run: Path, tmp_path: 
         (["inputs=EMPTY"], ConfigError, "the folder holds no images"),
         (["inputs=EMPTY/*.png"], ConfigError, "the pattern matches no files"),
         (["inputs=null"], ConfigError, "mnist-cnn-predict needs inputs="),
-        (["inputs=IMAGES", "ckpt_path=null"], ConfigError, "needs one of ckpt_path=<a .ckpt> or weights_path="),
+        (
+            ["inputs=IMAGES", "ckpt_path=null"],
+            ConfigError,
+            "needs one model: ckpt_path=<.ckpt>, weights_path=<.pth> or",
+        ),
+        (["inputs=IMAGES", "weights_path=x.pth"], ConfigError, "needs one model"),
         (["inputs=IMAGES", "ckpt_path=/no/such.ckpt"], CheckpointError, "checkpoint /no/such.ckpt does not exist"),
         (["inputs=IMAGES", "ckpt_path=null", "weights_path=/no/such.pth"], CheckpointError, "do not exist"),
     ],

@@ -46,18 +46,22 @@ class PredictionFiles(BasePredictionWriter):
             self.digits.append(digit)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.output_dir / "predictions.csv") as tmp, tmp.open("w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        contact_sheet(self.rows, self.digits, self.output_dir / "preprocessed.png")
-        print(table(self.rows[: self.shown]), end="")
-        failed = sum(bool(row["error"]) for row in self.rows)
-        more = f" (first {self.shown} shown)" if len(self.rows) > self.shown else ""
-        print(f"{len(self.rows)} images{more}, {failed} with errors: {self.output_dir / 'predictions.csv'}")
+        if trainer.is_global_zero:
+            write_predictions(self.rows, self.digits, self.output_dir, self.shown)
+
+
+def write_predictions(rows: list[dict[str, Any]], digits: list[np.ndarray], output_dir: Path, shown: int) -> None:
+    """`predictions.csv` and `preprocessed.png` into `output_dir`; the first `shown` rows printed as a table."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output_dir / "predictions.csv") as tmp, tmp.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    contact_sheet(rows, digits, output_dir / "preprocessed.png")
+    print(table(rows[:shown]), end="")
+    failed = sum(bool(row["error"]) for row in rows)
+    more = f" (first {shown} shown)" if len(rows) > shown else ""
+    print(f"{len(rows)} images{more}, {failed} with errors: {output_dir / 'predictions.csv'}")
 
 
 def describe(file: str, probabilities: torch.Tensor, error: str) -> dict[str, Any]:

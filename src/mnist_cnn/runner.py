@@ -18,6 +18,7 @@ from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import count_parameters
 from mnist_cnn.confusion import save_confusion_matrix
 from mnist_cnn.errors import ConfigError, user_error_in
+from mnist_cnn.exporters import export_onnx
 from mnist_cnn.files import save_torch, write_json
 from mnist_cnn.sweep import RELAUNCH_IN_SWEEP, in_multirun
 
@@ -132,6 +133,7 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
     output_dir = Path(cfg.paths.output_dir)
     weights_path = Path(cfg.export_path)
     save_torch(module.net.state_dict(), weights_path)
+    onnx_path = export_onnx(module, weights_path.with_suffix(".onnx")) if cfg.get("export_onnx") else None
     if "test" in module.confusion_counts:
         save_confusion_matrix(module.confusion_counts["test"], output_dir)
     metrics = {
@@ -141,6 +143,7 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
         "seed": cfg.seed,
         "threads": torch.get_num_threads(),
         "weights": str(weights_path),
+        "onnx": str(onnx_path) if onnx_path else None,
     }
     final = {key: results.get(key) for key in ("test_acc", "test_loss", "val_acc_best")}
     log_final_metrics(trainer, _hparams(cfg, module), final)

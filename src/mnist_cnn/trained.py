@@ -6,7 +6,7 @@ import torch
 
 from mnist_cnn.checkpoint import check_matches, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
-from mnist_cnn.errors import CheckpointError
+from mnist_cnn.errors import CheckpointError, ConfigError
 
 
 def classifier_from_checkpoint(path: str | Path) -> MNISTClassifier:
@@ -33,3 +33,10 @@ def classifier_from_weights(path: str | Path) -> MNISTClassifier:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path} is not an exported chapter-CNN state_dict ({reason})") from error
     return module
+
+
+def load_classifier(ckpt_path: str | None, weights_path: str | None) -> MNISTClassifier:
+    """The model that `ckpt_path` (any model option) or `weights_path` (the chapter CNN's .pth) names: one of them."""
+    if bool(ckpt_path) == bool(weights_path):
+        raise ConfigError("give one of ckpt_path=<a .ckpt from mnist-cnn-train> or weights_path=<its .pth>")
+    return classifier_from_checkpoint(ckpt_path) if ckpt_path else classifier_from_weights(weights_path)
