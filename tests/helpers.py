@@ -38,3 +38,24 @@ def read_events(log_dir: Path) -> EventAccumulator:
     events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     events.Reload()
     return events
+
+
+# The start of an hparams_search config of a test's own (it mirrors the project's conf/hparams_search/optuna.yaml):
+# the Optuna sweeper, pruning reported from every job, failed trials part of the search. The test adds the
+# sweeper's sampler, pruner and params, indented by four spaces.
+SEARCH_CONFIG_START = """# @package _global_
+defaults:
+  - override /hydra/sweeper: optuna
+test: false
+callbacks:
+  optuna_pruning:
+    _target_: mnist_cnn.pruning.OptunaPruning
+    storage: ${hydra:sweeper.storage}
+    study_name: ${hydra:sweeper.study_name}
+    pruner: ${hydra:sweeper.pruner}
+hydra:
+  callbacks:
+    sweep_summary:
+      fail_on_failed_jobs: false
+  sweeper:
+"""

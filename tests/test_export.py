@@ -17,7 +17,7 @@ from mnist_cnn.predict import predict
 from mnist_cnn.trained import classifier_from_checkpoint
 
 
-def test_images(mnist_root: Path) -> torch.Tensor:
+def normalised_test_split(mnist_root: Path) -> torch.Tensor:
     """The tests' MNIST-format test split, normalised as in training: (N, 1, 28, 28)."""
     test = MNIST(str(mnist_root), train=False, download=False)
     scale = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize((0.5,), (0.5,))])
@@ -34,7 +34,7 @@ def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 
 def test_onnx_gives_torch_s_logits_for_any_batch_size(exported, tiny_run: Path, mnist_root: Path) -> None:
-    images = test_images(mnist_root)
+    images = normalised_test_split(mnist_root)
     model = classifier_from_checkpoint(metrics_of(tiny_run)["checkpoint"]).eval()
     session = onnxruntime.InferenceSession(exported["onnx"], providers=["CPUExecutionProvider"])
     for batch in (images[:1], images[:37], images):  # the batch dimension is dynamic
@@ -46,7 +46,7 @@ def test_onnx_gives_torch_s_logits_for_any_batch_size(exported, tiny_run: Path, 
 
 
 def test_torchscript_reloads_and_gives_torch_s_logits(exported, tiny_run: Path, mnist_root: Path) -> None:
-    images = test_images(mnist_root)
+    images = normalised_test_split(mnist_root)
     model = classifier_from_checkpoint(metrics_of(tiny_run)["checkpoint"]).eval()
     scripted = torch.jit.load(exported["torchscript"])
     with torch.no_grad():

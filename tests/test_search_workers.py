@@ -15,6 +15,7 @@ import optuna
 import pytest
 import yaml
 from conftest import FAST, error_text, run_cli, start_cli
+from helpers import SEARCH_CONFIG_START
 from optuna.trial import FrozenTrial, TrialState
 from postgres_server import create_database, free_port, postgres_server, server_bin_dir
 
@@ -22,27 +23,15 @@ pytestmark = pytest.mark.slow  # the command line, in subprocesses
 
 # A small search of the tests' own: random lr and batch size (no seed: workers must not propose alike), and
 # Optuna's median pruner. One epoch of 3 batches a trial.
-SEARCH = """# @package _global_
-defaults:
-  - override /hydra/sweeper: optuna
-test: false
-callbacks:
-  optuna_pruning:
-    _target_: mnist_cnn.pruning.OptunaPruning
-    storage: ${hydra:sweeper.storage}
-    study_name: ${hydra:sweeper.study_name}
-    pruner: ${hydra:sweeper.pruner}
-hydra:
-  callbacks:
-    sweep_summary:
-      fail_on_failed_jobs: false
-  sweeper:
-    sampler:
+SEARCH = (
+    SEARCH_CONFIG_START
+    + """    sampler:
       _target_: optuna.samplers.RandomSampler
     params:
       optimizer.lr: {_target_: optuna.distributions.FloatDistribution, low: 1.0e-4, high: 1.0e-2, log: true}
       data.batch_size: {_target_: optuna.distributions.CategoricalDistribution, choices: [16, 32]}
 """
+)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 

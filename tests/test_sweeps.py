@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from conftest import FAST, metrics_of, run_cli, single_run_dir, write_mnist
-from helpers import read_events
+from helpers import SEARCH_CONFIG_START, read_events
 from optuna.trial import TrialState
 from torchvision.datasets import MNIST
 
@@ -136,22 +136,9 @@ def test_ddp_on_two_cpu_processes_trains_on_shards_and_logs_global_metrics(tmp_p
 
 # A search of the test's own (beside the project's hparams_search/optuna.yaml, which it mirrors): two keys on a
 # seeded grid, where trainer.max_epochs=-1 always crashes and the pruner prunes every trial at its first report.
-GRID_SEARCH = """# @package _global_
-defaults:
-  - override /hydra/sweeper: optuna
-test: false
-callbacks:
-  optuna_pruning:
-    _target_: mnist_cnn.pruning.OptunaPruning
-    storage: ${hydra:sweeper.storage}
-    study_name: ${hydra:sweeper.study_name}
-    pruner: ${hydra:sweeper.pruner}
-hydra:
-  callbacks:
-    sweep_summary:
-      fail_on_failed_jobs: false
-  sweeper:
-    sampler:
+GRID_SEARCH = (
+    SEARCH_CONFIG_START
+    + """    sampler:
       _target_: optuna.samplers.GridSampler
       search_space: {trainer.max_epochs: EPOCHS, data.batch_size: [16, 32]}
       seed: 0
@@ -162,6 +149,7 @@ hydra:
       trainer.max_epochs: {_target_: optuna.distributions.CategoricalDistribution, choices: EPOCHS}
       data.batch_size: {_target_: optuna.distributions.CategoricalDistribution, choices: [16, 32]}
 """
+)
 
 
 # The searches below choose data.batch_size themselves: a command-line value for it would be refused.
