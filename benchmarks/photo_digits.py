@@ -10,14 +10,13 @@ Prints a Markdown table and writes it with the raw numbers under --out.
 """
 
 import argparse
-import json
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from results import save_results
 from torchvision.datasets import MNIST
 
 from mnist_cnn import preprocess as steps
@@ -95,10 +94,7 @@ def main() -> None:
     lines += [f"| {name} | {value:.2%} |" for name, value in results.items()]
     table = "\n".join(lines) + "\n"
     print(table)
-    out = args.out / f"photo_digits-{datetime.now():%Y-%m-%d_%H-%M-%S}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"args": {**vars(args), "out": str(args.out)}, "accuracy": results}))
+    out = save_results(args, "photo_digits", table, accuracy=results)
     sample = Image.new("L", (IMAGE_SIZE * 8, IMAGE_SIZE * 2))
     for index in range(8):  # a strip: photos (shrunk) above, what the model saw below
         sample.paste(photos[index].convert("L").resize((IMAGE_SIZE, IMAGE_SIZE)), (index * IMAGE_SIZE, 0))

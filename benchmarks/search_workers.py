@@ -13,7 +13,6 @@ best validation accuracy) and writes it with the raw numbers under --out.
 """
 
 import argparse
-import json
 import signal
 import subprocess
 import sys
@@ -21,7 +20,6 @@ import tempfile
 import time
 import uuid
 from contextlib import ExitStack
-from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -30,6 +28,7 @@ from mnist_cnn.study_storage import open_storage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' throwaway PostgreSQL server
 from postgres_server import create_database, postgres_server
+from results import save_results
 
 SETUPS = {
     "1 worker": [[]],
@@ -116,10 +115,7 @@ def main() -> None:
         )
     table = "\n".join(lines) + "\n"
     print(table)
-    out = args.out / f"search_workers-{datetime.now():%Y-%m-%d_%H-%M-%S}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"args": {**vars(args), "out": str(args.out)}, "results": results}))
+    save_results(args, "search_workers", table, results=results)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,14 @@ with the raw numbers under --out.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
+
+from results import save_results
 
 
 def run_sweep(args: argparse.Namespace, folder: Path, *launcher: str) -> float:
@@ -63,10 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     table = "\n".join(lines) + "\n"
     print(table, end="")
-    out = args.out / f"sweep_threads-{datetime.now():%Y-%m-%d_%H-%M-%S}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"args": {**vars(args), "out": str(args.out)}, "seconds": seconds}))
+    save_results(args, "sweep_threads", table, seconds=seconds)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import torch
 from lightning.fabric.plugins.io import TorchCheckpointIO
 from torch import nn
 
-from mnist_cnn.errors import CheckpointError
+from mnist_cnn.errors import CheckpointError, first_line
 from mnist_cnn.files import save_torch
 
 
@@ -19,8 +19,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several unrelated types for a file it cannot read
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({reason})") from error
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first_line(error)})") from error
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict) or "net" not in hparams or "state_dict" not in checkpoint:
         raise CheckpointError(

@@ -29,6 +29,12 @@ class TrainingDivergedError(UserError):
     """A non-finite loss or weights: training stops before a broken model is saved."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (libraries append statements, paths and help), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def user_error_in(error: BaseException | None) -> UserError | None:
     """The `UserError` behind `error`, if any (Hydra's `instantiate` wraps the errors it meets)."""
     while error is not None and not isinstance(error, UserError):

@@ -8,9 +8,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mnist_cnn.errors import CheckpointError, ConfigError, exit_on_user_error
+from mnist_cnn.errors import CheckpointError, ConfigError, exit_on_user_error, first_line
 from mnist_cnn.image_files import ImageFilesDataModule
-from mnist_cnn.prediction_writer import PredictionFiles, describe, write_predictions
+from mnist_cnn.prediction_writer import PredictionFiles, describe_batch, write_predictions
 from mnist_cnn.runner import CONFIG_DIR
 from mnist_cnn.trained import load_classifier
 
@@ -43,7 +43,7 @@ def predict_with_onnx(
     for batch in datamodule.predict_dataloader():
         (logits,) = session.run(None, {session.get_inputs()[0].name: batch["image"].numpy()})
         probabilities = torch.from_numpy(logits).softmax(dim=1)
-        rows += [describe(*item) for item in zip(batch["file"], probabilities, batch["error"], strict=True)]
+        rows += describe_batch(batch, probabilities)
         digits += list(batch["digit"])
     write_predictions(rows, digits, output_dir, shown)
     return rows
@@ -59,8 +59,7 @@ def onnx_session(path: str) -> Any:
     try:
         return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own error types for a file it cannot load
-        reason = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{path} is not an ONNX model onnxruntime can load ({reason})") from error
+        raise CheckpointError(f"{path} is not an ONNX model onnxruntime can load ({first_line(error)})") from error
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")

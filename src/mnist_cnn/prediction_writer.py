@@ -1,6 +1,5 @@
 """`predictions.csv` and `preprocessed.png` for `mnist-cnn-predict`, as a Lightning `BasePredictionWriter`."""
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from mnist_cnn.files import atomic_path
+from mnist_cnn.tables import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,8 @@ class PredictionFiles(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        probabilities = prediction.float().cpu()
-        for file, error, digit, row in zip(batch["file"], batch["error"], batch["digit"], probabilities, strict=True):
-            self.rows.append(describe(file, row, error))
-            self.digits.append(digit)
+        self.rows += describe_batch(batch, prediction.float().cpu())
+        self.digits += list(batch["digit"])
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
@@ -53,15 +51,17 @@ class PredictionFiles(BasePredictionWriter):
 def write_predictions(rows: list[dict[str, Any]], digits: list[np.ndarray], output_dir: Path, shown: int) -> None:
     """`predictions.csv` and `preprocessed.png` into `output_dir`; the first `shown` rows printed as a table."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output_dir / "predictions.csv") as tmp, tmp.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, COLUMNS, output_dir / "predictions.csv")
     contact_sheet(rows, digits, output_dir / "preprocessed.png")
     print(table(rows[:shown]), end="")
     failed = sum(bool(row["error"]) for row in rows)
     more = f" (first {shown} shown)" if len(rows) > shown else ""
     print(f"{len(rows)} images{more}, {failed} with errors: {output_dir / 'predictions.csv'}")
+
+
+def describe_batch(batch: dict[str, Any], probabilities: torch.Tensor) -> list[dict[str, Any]]:
+    """The CSV rows of one batch of `mnist_cnn.image_files` and the model's class probabilities for it."""
+    return [describe(*item) for item in zip(batch["file"], probabilities, batch["error"], strict=True)]
 
 
 def describe(file: str, probabilities: torch.Tensor, error: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import sqlalchemy.exc
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from mnist_cnn.errors import ConfigError
+from mnist_cnn.errors import ConfigError, first_line
 
 JOURNAL = "journal:"
 ATTEMPTS = 5
@@ -79,8 +79,7 @@ def without_password(url: str) -> str:
 
 def _reason(error: Exception) -> str:
     """The first line of the driver's own message (SQLAlchemy appends the statement and a help link)."""
-    cause = getattr(error, "orig", None) or error
-    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return first_line(getattr(error, "orig", None) or error)
 
 
 def has_heartbeats(storage: BaseStorage) -> bool:

@@ -11,10 +11,11 @@ from typing import Any
 
 import optuna
 from omegaconf import OmegaConf
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_cnn.files import atomic_path
-from mnist_cnn.study_storage import open_storage, without_password
+from mnist_cnn.study_storage import open_storage, quietly, without_password
 from mnist_cnn.tables import write_tables
 
 # Trial user attributes: the command line's own overrides (the sweeper records them for the experiment file);
@@ -73,8 +74,13 @@ def trial_rows(trials: list[FrozenTrial]) -> tuple[list[dict[str, Any]], list[st
     return rows, ["trial", "state", "value", *params, "seconds", "note"]
 
 
+def rerun_of(trial: FrozenTrial) -> int | None:
+    """The number of the stale trial (its worker was killed) that Optuna queued `trial` to run again, if any."""
+    return quietly(RetryHeartbeatStaleTrialCallback.retried_trial_number, trial)
+
+
 def _retry_note(trial: FrozenTrial) -> str:
-    failed = trial.system_attrs.get("failed_trial")  # Optuna's RetryHeartbeatStaleTrialCallback
+    failed = rerun_of(trial)
     return "" if failed is None else f"rerun of trial {failed} (its worker stopped)"
 
 

@@ -13,12 +13,16 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def write_tables(rows: list[dict[str, Any]], columns: list[str], stem: Path) -> str:
-    """Write `<stem>.csv` and `<stem>.md`; return the Markdown."""
-    with atomic_path(stem.with_suffix(".csv")) as tmp, tmp.open("w", newline="") as file:
+def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_tables(rows: list[dict[str, Any]], columns: list[str], stem: Path) -> str:
+    """Write `<stem>.csv` and `<stem>.md`; return the Markdown."""
+    write_csv(rows, columns, stem.with_suffix(".csv"))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row[column]) for column in columns) + " |" for row in rows]
     markdown = "\n".join(lines) + "\n"

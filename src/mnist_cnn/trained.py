@@ -6,7 +6,7 @@ import torch
 
 from mnist_cnn.checkpoint import check_matches, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
-from mnist_cnn.errors import CheckpointError, ConfigError
+from mnist_cnn.errors import CheckpointError, ConfigError, first_line
 
 
 def classifier_from_checkpoint(path: str | Path) -> MNISTClassifier:
@@ -30,8 +30,7 @@ def classifier_from_weights(path: str | Path) -> MNISTClassifier:
     except FileNotFoundError as error:
         raise CheckpointError(f"weights {path} do not exist") from error
     except Exception as error:  # not a state_dict, or another network's
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path} is not an exported chapter-CNN state_dict ({reason})") from error
+        raise CheckpointError(f"{path} is not an exported chapter-CNN state_dict ({first_line(error)})") from error
     return module
 
 

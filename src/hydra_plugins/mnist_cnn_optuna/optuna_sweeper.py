@@ -28,12 +28,12 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_cnn.errors import exit_on_user_error
 from mnist_cnn.study_storage import has_heartbeats, open_storage, quietly, without_password
-from mnist_cnn.study_summary import COMMAND_LINE, CONFIG_GROUPS, NOT_RUN, OBJECTIVE, write_best_experiment
+from mnist_cnn.study_summary import COMMAND_LINE, CONFIG_GROUPS, NOT_RUN, OBJECTIVE, rerun_of, write_best_experiment
 from mnist_cnn.sweep import STATUS_FILE
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ class OptunaSweeper(Sweeper):
 
 def _is_retry(trial: FrozenTrial) -> bool:
     """A trial that Optuna queued again for one that went stale (its worker was killed)."""
-    return quietly(RetryHeartbeatStaleTrialCallback.retried_trial_number, trial) is not None
+    return rerun_of(trial) is not None
 
 
 def _uses_a_slot(trial: FrozenTrial) -> bool:
