@@ -118,3 +118,15 @@ def test_photo_like_digits_of_real_shape_come_back_close() -> None:
     digit = mnist_digit()
     distances = [distance(to_mnist(photo_of(digit, rng)), digit) for _ in range(10)]
     assert max(distances) < 0.05, distances
+
+
+def test_the_digit_is_centred_by_its_centre_of_mass_not_by_its_box() -> None:
+    patch = np.zeros((20, 12), dtype=np.float32)
+    patch[:4, :] = 1.0  # a heavy top bar and a thin stem: the mass sits far above the box's middle
+    patch[4:, 5:7] = 1.0
+    canvas = centre_by_mass(patch)
+    rows, cols = np.indices(canvas.shape)
+    centre = ((rows * canvas).sum() / canvas.sum(), (cols * canvas).sum() / canvas.sum())
+    assert abs(centre[0] - 14) <= 0.5 and abs(centre[1] - 14) <= 0.5
+    top = int(np.nonzero(canvas.any(axis=1))[0][0])
+    assert top > (28 - 20) // 2 + 2  # pushed down: centring the box would have put its top at row 4
