@@ -112,7 +112,7 @@ def error_text(process: subprocess.Popen) -> str:
 def isolated(command: str, overrides: tuple[str, ...]) -> list[str]:
     """`overrides` with `~local` for our Hydra commands: a developer's conf/local/default.yaml must not change
     what the tests run. It goes after leading flags such as `-m` (argparse wants the overrides together)."""
-    if command not in ("train", "eval", "predict", "export"):
+    if command not in ("train", "eval", "predict", "export", "demo"):
         return list(overrides)
     flags = 0
     while flags < len(overrides) and overrides[flags].startswith("-"):
