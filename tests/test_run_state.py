@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchmetrics.classification import MulticlassF1Score
 
 from mnist_cnn import run_dir as run_dir_module
 from mnist_cnn.cnn import ConvolutionalMNISTClassifier
@@ -290,6 +291,11 @@ def test_ddp_evaluation_on_three_processes_counts_every_image_exactly_once(tmp_p
         with torch.no_grad():
             accuracy = (net(images).argmax(1) == labels).float().mean().item()
         assert reported == pytest.approx(accuracy, abs=1e-6)  # one epoch: the best model is the final one
+    # The other metrics are synced too: macro F1 as one process computes it over the whole test set.
+    images, labels = data.test_set.__getitems__(list(range(len(data.test_set))))
+    with torch.no_grad():
+        f1 = MulticlassF1Score(10, average="macro")(net(images).argmax(1), labels)
+    assert metrics["test_macro_f1"] == pytest.approx(float(f1), abs=1e-6)
 
 
 # The whole lifecycle, generated

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from mnist_cnn.callbacks import DivergenceGuard, logger_writes_this_step
 from mnist_cnn.confusion import ConfusionFigures
 from mnist_cnn.images import IMAGE_SIZE, NUM_CLASSES
+from mnist_cnn.metrics import stage_metrics
 from mnist_cnn.schedule import build_scheduler, rehearse_schedule
 
 
@@ -42,8 +43,8 @@ class MNISTClassifier(L.LightningModule):
         # Per-step checks skipped: they cost more than the updates, and a NaN check would make the GPU wait.
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
-        self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
-        self.test_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.val_metrics = stage_metrics("val", NUM_CLASSES)
+        self.test_metrics = stage_metrics("test", NUM_CLASSES)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers the best so far
         self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
@@ -57,10 +58,11 @@ class MNISTClassifier(L.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
         logits = self(images)
-        return self.criterion(logits, labels), logits.argmax(dim=1), labels
+        return self.criterion(logits, labels), logits, labels
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, preds, labels = self._step(batch)
+        loss, logits, labels = self._step(batch)
+        preds = logits.argmax(dim=1)
         # Plain metric updates: each `self.log` call costs about as much as a tenth of this small model's
         # step (benchmarks/), so per-step values are logged only on the steps the logger writes.
         self.train_loss.update(loss.detach())
@@ -78,32 +80,41 @@ class MNISTClassifier(L.LightningModule):
         self.train_loss.reset()
         self.train_acc.reset()
 
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        loss, logits, labels = self._step(batch)
+        probabilities = logits.softmax(dim=1)
+        getattr(self, f"{stage}_metrics").update(probabilities, labels)
+        getattr(self, f"{stage}_confusion").update(probabilities.argmax(dim=1), labels)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", sync_dist=True)
+        return {"probabilities": probabilities}  # for callbacks' pictures of the test (`mnist_cnn.insight`)
+
+    def _epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        """The stage's metrics over the epoch, synced across processes; the counts kept for the figures."""
+        metrics, confusion = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_confusion")
+        values, counts = metrics.compute(), confusion.compute().cpu()
+        metrics.reset()
+        confusion.reset()
+        self.confusion_counts[stage] = counts
+        return values
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, preds, labels = self._step(batch)
-        self.val_acc(preds, labels)
-        self.val_confusion.update(preds, labels)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+        self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        counts = self.val_confusion.compute().cpu()  # synced across processes
-        self.val_confusion.reset()
+        values = self._epoch_metrics("val")
         if self.trainer.sanity_checking:
             return
-        self.confusion_counts["val"] = counts
-        self.val_acc_best(self.val_acc.compute())
+        accuracy = values.pop("val/acc")
+        self.log("val/acc", accuracy, prog_bar=True)
+        self.log_dict(values)
+        self.val_acc_best(accuracy)
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, preds, labels = self._step(batch)
-        self.test_acc(preds, labels)
-        self.test_confusion.update(preds, labels)
-        self.log("test/loss", loss, on_epoch=True, sync_dist=True)
-        self.log("test/acc", self.test_acc, on_epoch=True)
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.confusion_counts["test"] = self.test_confusion.compute().cpu()
-        self.test_confusion.reset()
+        self.log_dict(self._epoch_metrics("test"))
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         """Class probabilities of a batch of preprocessed images (`mnist_cnn.image_files`)."""

@@ -7,6 +7,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from mnist_cnn.errors import ConfigError, exit_on_user_error
+from mnist_cnn.metrics import class_names_of, test_results
 from mnist_cnn.runner import CONFIG_DIR, build_datamodule, build_trainer, write_results
 from mnist_cnn.sweep import in_multirun, run_job
 from mnist_cnn.trained import classifier_from_checkpoint
@@ -23,7 +24,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     trainer = build_trainer(cfg)
     (test_metrics,) = trainer.test(module, datamodule=datamodule)
-    results = {"test_acc": test_metrics["test/acc"], "test_loss": test_metrics["test/loss"]}
+    results = test_results(test_metrics, class_names_of(datamodule))
     return write_results(cfg, trainer, module, {**results, "checkpoint": str(cfg.ckpt_path)})
 
 

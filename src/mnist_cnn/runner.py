@@ -148,7 +148,7 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
     final = {key: results.get(key) for key in ("test_acc", "test_loss", "val_acc_best")}
     log_final_metrics(trainer, _hparams(cfg, module), final)
     write_json(output_dir / "metrics.json", metrics)
-    summary = " ".join(f"{key}={_format(key, value)}" for key, value in metrics.items())
+    summary = " ".join(f"{key}={_format(key, value)}" for key, value in metrics.items() if not isinstance(value, dict))
     log.info("summary: %s", summary)
     print(f"mnist-cnn: {summary} run_dir={output_dir}")
     return metrics

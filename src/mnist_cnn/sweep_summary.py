@@ -24,7 +24,15 @@ from mnist_cnn.study_summary import summarize_study
 from mnist_cnn.sweep import STATUS_FILE, override_key
 from mnist_cnn.tables import write_tables
 
-METRIC_COLUMNS = ["test_acc", "val_acc_best", "parameters", "train_seconds", "seed"]
+METRIC_COLUMNS = [
+    "test_acc",
+    "test_macro_f1",
+    "test_calibration_error",
+    "val_acc_best",
+    "parameters",
+    "train_seconds",
+    "seed",
+]
 RUN_COLUMNS = ["job", "overrides", "status", *METRIC_COLUMNS, "error"]
 SETTING_COLUMNS = ["setting", "runs", "parameters", "test_acc_mean", "test_acc_std", "train_seconds_mean"]
 

@@ -17,6 +17,7 @@ from mnist_cnn.checkpoint import check_matches, check_resumable, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import count_parameters
 from mnist_cnn.errors import ConfigError, exit_on_user_error
+from mnist_cnn.metrics import class_names_of, test_results
 from mnist_cnn.resume import (
     RecordEffectiveConfig,
     check_epochs,
@@ -92,7 +93,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results["test_seconds"] = round(time.perf_counter() - start, 2)
         datamodule.setup("test")  # a no-op, except after ddp_spawn, whose processes set up their own copies
         results["test_images"] = len(datamodule.test_set)
-        results["test_acc"], results["test_loss"] = test_metrics["test/acc"], test_metrics["test/loss"]
+        results.update(test_results(test_metrics, class_names_of(datamodule)))
     elif best_path:  # export the model that metrics.json names, as a tested run does
         module.load_state_dict(read_checkpoint(best_path)["state_dict"])
     return write_results(cfg, trainer, module, results)
