@@ -296,6 +296,9 @@ def test_ddp_evaluation_on_three_processes_counts_every_image_exactly_once(tmp_p
     with torch.no_grad():
         f1 = MulticlassF1Score(10, average="macro")(net(images).argmax(1), labels)
     assert metrics["test_macro_f1"] == pytest.approx(float(f1), abs=1e-6)
+    # The pictures are drawn from every process's images: all 80 are in the embedding.
+    (embedding,) = (run_dir / "tensorboard").glob("*/test%2fpenultimate/tensors.tsv")
+    assert len(embedding.read_text().splitlines()) == 80
 
 
 # The whole lifecycle, generated

@@ -80,6 +80,7 @@ WRONG_TYPES = [
     ("callbacks", "lr_monitor", "callbacks.lr_monitor.log_momentum=maybe", "callbacks.lr_monitor.log_momentum"),
     ("callbacks", "model_summary", "callbacks.model_summary.max_depth=deep", "callbacks.model_summary.max_depth"),
     ("callbacks", "progress_bar", "callbacks.progress_bar.refresh_rate=fast", "callbacks.progress_bar.refresh_rate"),
+    ("callbacks", "insight", "callbacks.insight.embeddings=many", "callbacks.insight.embeddings"),
 ]
 
 # (group, option, override of a key the schema lacks, the full key the error must name).
@@ -118,6 +119,7 @@ UNKNOWN_KEYS = [
     ("callbacks", "lr_monitor", "callbacks.lr_monitor.interval=step", "callbacks.lr_monitor.interval"),
     ("callbacks", "model_summary", "callbacks.model_summary.depth=3", "callbacks.model_summary.depth"),
     ("callbacks", "progress_bar", "callbacks.progress_bar.refresh=5", "callbacks.progress_bar.refresh"),
+    ("callbacks", "insight", "callbacks.insight.mistake=8", "callbacks.insight.mistake"),
 ]
 
 

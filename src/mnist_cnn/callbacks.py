@@ -6,11 +6,18 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
+from torch.utils.tensorboard import SummaryWriter
 
 from mnist_cnn.errors import CheckpointError, TrainingDivergedError
 
 log = logging.getLogger(__name__)
+
+
+def tensorboard_writers(trainer: L.Trainer) -> list[SummaryWriter]:
+    """The SummaryWriters of the run's TensorBoard loggers (other loggers cannot hold pictures)."""
+    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
 
 
 def logger_writes_this_step(trainer: L.Trainer) -> bool:

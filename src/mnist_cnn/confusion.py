@@ -5,10 +5,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from torchmetrics.utilities.plot import plot_confusion_matrix
 
+from mnist_cnn.callbacks import tensorboard_writers
 from mnist_cnn.files import atomic_path
 
 
@@ -54,11 +54,11 @@ class ConfusionFigures(L.Callback):
 
     @staticmethod
     def _draw(trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        boards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        writers = tensorboard_writers(trainer)
         counts = getattr(pl_module, "confusion_counts", {}).get(stage)
-        if not boards or counts is None or not trainer.is_global_zero:
+        if not writers or counts is None or not trainer.is_global_zero:
             return
         tag = f"{stage}/confusion_matrix"
         fig = confusion_figure(counts, title=f"{tag} (epoch {trainer.current_epoch})")
-        for board in boards:
-            board.experiment.add_figure(tag, fig, global_step=trainer.current_epoch, close=False)
+        for writer in writers:
+            writer.add_figure(tag, fig, global_step=trainer.current_epoch, close=False)

@@ -316,6 +316,18 @@ class OptunaPruningConfig:
 
 
 @dataclass
+class InsightConfig:
+    """`mnist_cnn.insight.InsightPictures`: mistakes, PR curves, embedding and reliability in TensorBoard."""
+
+    _target_: str = "mnist_cnn.insight.InsightPictures"
+    mistakes: int = 64
+    pr_curves: bool = True
+    embeddings: int = 2000
+    reliability: bool = True
+    output_dir: str | None = None
+
+
+@dataclass
 class CallbacksConfig:
     """callbacks=...: each option fills some of these slots; an unfilled or null slot adds no callback.
 
@@ -330,6 +342,7 @@ class CallbacksConfig:
     model_summary: ModelSummaryConfig | None = MISSING
     progress_bar: TQDMProgressBarConfig | None = MISSING
     optuna_pruning: OptunaPruningConfig | None = MISSING
+    insight: InsightConfig | None = MISSING
 
 
 # paths
@@ -345,7 +358,7 @@ class PathsConfig:
 
 # Each fills its slots of the one CallbacksConfig, so that `callbacks=default` can merge several of them.
 CALLBACK_OPTIONS = ("default", "none", "model_checkpoint", "last_checkpoint", "periodic_checkpoint", "lr_monitor")
-CALLBACK_OPTIONS += ("model_summary", "progress_bar")
+CALLBACK_OPTIONS += ("model_summary", "progress_bar", "insight")
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"mnist": MNISTDataConfig, "mnist_pil": MNISTPILDataConfig},
