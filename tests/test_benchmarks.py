@@ -92,3 +92,15 @@ def test_export_parity_compares_three_runtimes_on_the_test_set(
     rows = [line.split("|")[1:-1] for line in stdout.splitlines() if line.startswith("| ") and "max abs" not in line]
     assert [row[0].strip() for row in rows] == ["torch", "onnxruntime", "torchscript"]
     assert all(row[2].strip() == "0" and float(row[1]) < 1e-4 for row in rows)  # same digits, logits within 1e-4
+
+
+def test_insight_cost_times_the_metrics_and_the_pictures(tiny_run: Path, mnist_root: Path, tmp_path: Path) -> None:
+    ckpt = json.loads((tiny_run / "metrics.json").read_text())["checkpoint"]
+    args = ["--ckpt", ckpt, "--data-dir", str(mnist_root), "--repeats", "1", "--out", str(tmp_path / "out")]
+    stdout = run_script("insight_cost.py", *args, cwd=tmp_path)
+    (folder,) = (tmp_path / "out").iterdir()
+    raw = json.loads((folder / "results.json").read_text())
+    assert set(raw["validation"]) == {"forward", "accuracy only", "metric collection"}
+    assert set(raw["test"]) == {"insight on", "insight off"}
+    assert all(value > 0 for part in ("validation", "test") for value in raw[part].values())
+    assert (folder / "results.md").read_text() in stdout

@@ -63,9 +63,9 @@ def test_mistakes_are_shown_most_confident_first_with_true_and_predicted_names()
     probabilities = torch.tensor([[0.1, 0.9], [0.4, 0.6], [0.05, 0.95]])
     labels = torch.tensor([0, 0, 0])
     figure = mistakes_figure(torch.zeros(3, 1, 28, 28), labels, probabilities, ["cat", "dog"], limit=2)
-    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
-    assert titles == ["cat → dog (0.95)", "cat → dog (0.90)"]
-    assert "2 most confident of 3 mistakes" in figure._suptitle.get_text()
+    (ax,) = figure.axes
+    assert [text.get_text() for text in ax.texts] == ["cat → dog (0.95)", "cat → dog (0.90)"]
+    assert "2 most confident of 3 mistakes" in ax.get_title()
 
 
 def test_the_reliability_bins_give_the_calibration_error() -> None:

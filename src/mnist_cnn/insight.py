@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics import CatMetric
@@ -113,10 +116,11 @@ class InsightPictures(L.Callback):
             figure = reliability_figure(values["probabilities"], labels)
             figures["test/reliability_diagram"] = (figure, "test_reliability.png")
         for tag, (figure, file_name) in figures.items():
+            pixels = render(figure)  # once, for TensorBoard and the file alike
             for writer in writers:
-                writer.add_figure(tag, figure, step, close=False)
+                writer.add_image(tag, pixels, step, dataformats="HWC")
             if self.output_dir:
-                save_figure(figure, Path(self.output_dir) / file_name)
+                save_png(pixels, Path(self.output_dir) / file_name)
         for writer in writers:
             if self.pr_curves:
                 for index, name in enumerate(names):
@@ -143,21 +147,28 @@ def as_pixels(images: torch.Tensor) -> torch.Tensor:
 def mistakes_figure(
     images: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor, names: Sequence[str], limit: int
 ) -> Figure:
-    """Up to `limit` misclassified images, the most confident first, captioned `true → predicted (confidence)`."""
+    """Up to `limit` misclassified images, the most confident first, captioned `true → predicted (confidence)`.
+
+    One image of tiles on one axes: a subplot per mistake takes seconds to draw.
+    """
     confidence, predicted = probabilities.max(dim=1)
-    order = confidence.argsort(descending=True)[:limit]
+    order = confidence.argsort(descending=True)[:limit].tolist()
     columns = 8
     rows = max(1, -(-len(order) // columns))
-    fig = Figure(figsize=(columns * 1.6, rows * 1.8 + 0.6))
-    fig.suptitle(f"test: the {len(order)} most confident of {len(labels)} mistakes (true → predicted (confidence))")
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, index in zip(axes, order.tolist(), strict=False):
-        ax.imshow(as_pixels(images[index]).squeeze(0).numpy(), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{names[labels[index]]} → {names[predicted[index]]} ({confidence[index]:.2f})", fontsize=8)
-    if not len(order):
-        axes[0].text(0, 0.5, "no mistakes", fontsize=14)
+    size, caption = images.shape[-1], images.shape[-1] // 2  # a tile: a caption band above the image
+    sheet = torch.ones(rows * (size + caption), columns * (size + 4))
+    fig = Figure(figsize=(columns * 1.4, rows * 1.5 + 0.4), layout="constrained")
+    ax = fig.subplots()
+    for slot, index in enumerate(order):
+        top, left = (slot // columns) * (size + caption) + caption, (slot % columns) * (size + 4) + 2
+        sheet[top : top + size, left : left + size] = as_pixels(images[index]).squeeze(0)
+        text = f"{names[labels[index]]} → {names[predicted[index]]} ({confidence[index]:.2f})"
+        ax.text(left + size / 2, top - caption / 2, text, ha="center", va="center", fontsize=8)
+    ax.imshow(sheet.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    ax.set_title(f"test: the {len(order)} most confident of {len(labels)} mistakes (true → predicted (confidence))")
+    if not order:
+        ax.text(sheet.shape[1] / 2, sheet.shape[0] / 2, "no mistakes", ha="center", fontsize=14)
     return fig
 
 
@@ -206,7 +217,14 @@ def embed(writer: SummaryWriter, values: dict[str, torch.Tensor], names: Sequenc
     )
 
 
-def save_figure(figure: Figure, path: Path) -> None:
+def render(figure: Figure) -> np.ndarray:
+    """The figure as an RGB array (height, width, 3)."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_png(pixels: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        Image.fromarray(pixels).save(tmp, format="png")
