@@ -20,6 +20,7 @@ from mnist_cnn.confusion import save_confusion_matrix
 from mnist_cnn.errors import ConfigError, user_error_in
 from mnist_cnn.exporters import export_onnx
 from mnist_cnn.files import save_torch, write_json
+from mnist_cnn.robustness import RobustnessCheck
 from mnist_cnn.sweep import RELAUNCH_IN_SWEEP, in_multirun
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
         instantiate(chosen[name]) for name in chosen if not OmegaConf.is_missing(chosen, name) and chosen[name]
     ]
     callbacks += extra_callbacks
+    if cfg.get("robustness"):
+        callbacks.append(RobustnessCheck(cfg.paths.output_dir))
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
 
 
