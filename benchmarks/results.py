@@ -12,5 +12,5 @@ def save_results(args: argparse.Namespace, script: str, table: str, **raw: Any) 
     out = args.out / f"{script}-{datetime.now():%Y-%m-%d_%H-%M-%S}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"args": {**vars(args), "out": str(args.out)}, **raw}))
+    (out / "results.json").write_text(json.dumps({"args": vars(args), **raw}, default=str))  # paths as text
     return out

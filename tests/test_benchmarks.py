@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, VAL_SIZE
+from conftest import FAST, PROJECT_ROOT, VAL_SIZE, run_cli
 
 pytestmark = pytest.mark.slow  # the command line, in subprocesses
 
@@ -104,3 +104,16 @@ def test_insight_cost_times_the_metrics_and_the_pictures(tiny_run: Path, mnist_r
     assert set(raw["test"]) == {"insight on", "insight off"}
     assert all(value > 0 for part in ("validation", "test") for value in raw[part].values())
     assert (folder / "results.md").read_text() in stdout
+
+
+def test_augmentation_robustness_compares_the_augmentations_of_a_sweep(mnist_root: Path, tmp_path: Path) -> None:
+    overrides = [*FAST, f"paths.data_dir={mnist_root}", "robustness=true", "data.augmentation.flip_p=0.5,0"]
+    assert run_cli("train", "-m", *overrides, "seed=1,2", cwd=tmp_path).returncode == 0
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    stdout = run_script(
+        "augmentation_robustness.py", "--sweep", str(sweep), "--out", str(tmp_path / "out"), cwd=tmp_path
+    )
+    (folder,) = (tmp_path / "out").iterdir()
+    rows = [line for line in (folder / "results.md").read_text().splitlines() if line.startswith("| flip")]
+    assert [row.split(" | ")[:2] for row in rows] == [["| flip 0, rotate 10", "2"], ["| flip 0.5, rotate 10", "2"]]
+    assert (folder / "robustness.png").is_file() and rows[0] in stdout

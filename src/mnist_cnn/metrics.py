@@ -39,6 +39,9 @@ def stage_metrics(stage: str, num_classes: int) -> MetricCollection:
             **per_class,
         },
         prefix=f"{stage}/",
+        # Shared states would save little here, and torchmetrics then warns that the wrapped per-class
+        # metrics were computed before an update (their states are shared, their update flags are not).
+        compute_groups=False,
     )
 
 
