@@ -1,5 +1,6 @@
 """Shared fixtures: small MNIST-format IDX files written by the tests, and a runner for the CLI."""
 
+import gzip
 import json
 import os
 import signal
@@ -37,13 +38,26 @@ FAST = [
 ]
 
 
-def write_mnist(root: Path, train_size: int = TRAIN_SIZE, test_size: int = TEST_SIZE, seed: int = 0) -> Path:
-    """Write random 28x28 images with labels 0..9 in turn as `<root>/MNIST/raw/*-ubyte`; return root."""
+def write_mnist(
+    root: Path,
+    train_size: int = TRAIN_SIZE,
+    test_size: int = TEST_SIZE,
+    seed: int = 0,
+    dataset: str = "MNIST",
+    gzipped: bool = False,
+) -> Path:
+    """Write random 28x28 images with labels 0..9 in turn as `<root>/<dataset>/raw/*-ubyte`, or as the `.gz`
+    files the datasets are distributed as; return root."""
     rng = np.random.default_rng(seed)
+    raw = root / dataset / "raw"
     for split, size in (("train", train_size), ("test", test_size)):
         images = rng.integers(0, 256, size=(size, 28, 28), dtype=np.uint8)
         labels = (np.arange(size) % 10).astype(np.uint8)
-        write_split(root / "MNIST" / "raw", split, images, labels)
+        write_split(raw, split, images, labels)
+    if gzipped:
+        for path in list(raw.iterdir()):
+            path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+            path.unlink()
     return root
 
 

@@ -11,7 +11,7 @@ from torchvision import transforms
 
 from mnist_cnn.datamodule import MNISTDataModule
 from mnist_cnn.errors import ConfigError, DataError
-from mnist_cnn.idx import check_mnist, raw_files
+from mnist_cnn.idx import check_raw_files, raw_files
 
 CHAPTER_AUGMENTATIONS = [transforms.RandomHorizontalFlip(0.5), transforms.RandomRotation(10)]
 
@@ -132,11 +132,11 @@ def test_count_mismatch_and_wrong_image_size_are_reported(tmp_path: Path) -> Non
     raw = root / "MNIST" / "raw"
     shutil.copy(write_mnist(tmp_path / "b", train_size=30, test_size=21) / "MNIST/raw/t10k-labels-idx1-ubyte", raw)
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte has 21 labels but .*t10k-images-idx3-ubyte has 20"):
-        check_mnist(raw)
+        check_raw_files(raw)
     header = np.array([0x803, 20, 14, 56], dtype=">u4").tobytes()  # right byte count, wrong shape
     (raw / "t10k-images-idx3-ubyte").write_bytes(header + bytes(20 * 28 * 28))
     with pytest.raises(DataError, match="holds 14x56 images, expected 28x28"):
-        check_mnist(raw)
+        check_raw_files(raw)
 
 
 def test_download_failure_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mnist_cnn.checkpoint import AtomicCheckpointIO
 from mnist_cnn.errors import DataError
-from mnist_cnn.idx import check_mnist, raw_files
+from mnist_cnn.idx import check_raw_files, raw_files
 from mnist_cnn.run_dir import claim_new_run_dir
 from mnist_cnn.sampling import ResumableBatchSampler, ResumableRandomSampler
 
@@ -178,7 +178,7 @@ def test_fuzzed_idx_files_give_our_error_or_pass(mnist_root: Path, tmp_path: Pat
         (raw / name).write_bytes(source.read_bytes())
     raw_files(raw)[split][0 if which == "images" else 1].write_bytes(data)
     try:
-        check_mnist(raw)
+        check_raw_files(raw)
     except DataError as error:
         assert "\n" not in str(error) and str(raw) in str(error)
 

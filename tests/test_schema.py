@@ -36,6 +36,8 @@ WRONG_TYPES = [
     ("data", "mnist_pil", "data.num_workers=two", "data.num_workers"),
     ("data", "mnist_pil", "data.pin_memory=maybe", "data.pin_memory"),
     ("data", "mnist_pil", "data.augmentation=flip", "data.augmentation"),
+    ("data", "fashion_mnist", "data.val_size=some", "data.val_size"),
+    ("data", "kmnist", "data.augmentation.flip_p=never", "data.augmentation.flip_p"),
     ("model", "cnn", "model._target_=[a,b]", "model._target_"),
     ("model", "cnn_separable", "model.conv={kind: separable}", "model.conv"),
     ("model", "mlp", "model.hidden_sizes=[fifty]", "model.hidden_sizes[0]"),
@@ -88,6 +90,8 @@ UNKNOWN_KEYS = [
     ("data", "mnist", "data.batch_sise=8", "data.batch_sise"),
     ("data", "mnist", "data.augmentation.degree=5", "data.augmentation.degree"),
     ("data", "mnist_pil", "data.num_worker=2", "data.num_worker"),
+    ("data", "fashion_mnist", "data.datasets=KMNIST", "data.datasets"),
+    ("data", "kmnist", "data.augmentation.degres=5", "data.augmentation.degres"),
     ("model", "cnn", "model.conv=separable", "model.conv"),  # one way to the separable CNN: model=cnn_separable
     ("model", "cnn_separable", "model.channels=8", "model.channels"),
     ("model", "mlp", "model.hidden_size=[10]", "model.hidden_size"),

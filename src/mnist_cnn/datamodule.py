@@ -1,4 +1,5 @@
-"""MNIST as LightningDataModules: what both data paths share, and the classic torchvision + PIL path."""
+"""MNIST (or a sibling: Fashion-MNIST, KMNIST) as LightningDataModules: what both data paths share, and the
+classic torchvision + PIL path."""
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -9,13 +10,17 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import transforms
-from torchvision.datasets import MNIST
+from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from mnist_cnn.errors import ConfigError, DataError
-from mnist_cnn.idx import LOCAL_COPY_HINT, check_mnist, missing_files
-from mnist_cnn.images import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
+from mnist_cnn.idx import check_raw_files, load_split, local_copy_hint, missing_files
+from mnist_cnn.images import DIGITS, IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
 
 Transform = Callable[[object], object]
+
+# The 28x28 grey 10-class datasets: torchvision's class (it downloads into <data_dir>/<name>/raw) and class names.
+DATASETS = {"MNIST": MNIST, "FashionMNIST": FashionMNIST, "KMNIST": KMNIST}
+CLASS_NAMES = {"MNIST": DIGITS, "FashionMNIST": tuple(FashionMNIST.classes), "KMNIST": tuple(KMNIST.classes)}
 
 
 def _check_non_negative_int(name: str, value: int, minimum: int = 0) -> None:
@@ -39,8 +44,11 @@ class MNISTDataModuleBase(L.LightningDataModule):
         split_seed: int = 42,
         download: bool = True,
         augment_eval: bool = False,
+        dataset: str = "MNIST",
     ) -> None:
         super().__init__()
+        if dataset not in DATASETS:
+            raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
         _check_non_negative_int("batch_size", batch_size, minimum=1)
         if eval_batch_size is not None:
             _check_non_negative_int("eval_batch_size", eval_batch_size, minimum=1)
@@ -51,21 +59,30 @@ class MNISTDataModuleBase(L.LightningDataModule):
         self.test_set: Dataset | None = None
 
     @property
+    def dataset(self) -> str:
+        return self.hparams.dataset
+
+    @property
     def raw_dir(self) -> Path:
-        return self.data_dir / "MNIST" / "raw"
+        return self.data_dir / self.dataset / "raw"
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The class of each label, in label order: used in every table, figure and prediction."""
+        return CLASS_NAMES[self.dataset]
 
     def prepare_data(self) -> None:
-        """Download MNIST if it is missing and allowed to, then validate the four IDX files."""
+        """Download the dataset if it is missing and allowed to, then validate its four IDX files."""
         if missing_files(self.raw_dir) and self.hparams.download:
             try:  # fetches all four files; train=False then loads only the small test split
-                MNIST(self.data_dir, train=False, download=True)
+                DATASETS[self.dataset](self.data_dir, train=False, download=True)
             except RuntimeError as error:
                 lines = str(error).strip().splitlines()  # torchvision: what failed first, the cause last
                 reason = " ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else type(error).__name__
                 raise DataError(
-                    f"could not download MNIST into {self.raw_dir} ({reason}); {LOCAL_COPY_HINT}"
+                    f"could not download {self.dataset} into {self.raw_dir} ({reason}); {local_copy_hint(self.dataset)}"
                 ) from error
-        check_mnist(self.raw_dir)
+        check_raw_files(self.raw_dir, self.dataset)
 
     def split_indices(self, train_size: int) -> tuple[list[int], list[int]]:
         """Seeded (train, val) indices into the training images; both data paths use the same split."""
@@ -115,8 +132,22 @@ class MNISTDataModuleBase(L.LightningDataModule):
         return dataset
 
 
+class PILImages(Dataset):
+    """uint8 images as PIL images through `transform`, with integer labels: what torchvision's MNIST gives,
+    with its attribute names (`data`, `targets`)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Transform) -> None:
+        self.data, self.targets, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[object, int]:
+        return self.transform(Image.fromarray(self.data[index].numpy(), mode="L")), int(self.targets[index])
+
+
 class MNISTDataModule(MNISTDataModuleBase):
-    """The classic path: torchvision's MNIST Dataset, one PIL image at a time.
+    """The classic path: one PIL image at a time, as torchvision's MNIST Dataset gives them.
 
     Training images pass through `augmentation` (PIL transforms) then ToTensor and Normalize(0.5, 0.5).
     Validation and test images are only converted and normalised, unless `augment_eval` is set, which
@@ -135,8 +166,11 @@ class MNISTDataModule(MNISTDataModuleBase):
         augment_eval: bool = False,
         augmentation: Sequence[Transform] | None = (),
         pin_memory: bool = False,
+        dataset: str = "MNIST",
     ) -> None:
-        super().__init__(data_dir, batch_size, eval_batch_size, val_size, split_seed, download, augment_eval)
+        super().__init__(
+            data_dir, batch_size, eval_batch_size, val_size, split_seed, download, augment_eval, dataset=dataset
+        )
         _check_non_negative_int("num_workers", num_workers)
         self.save_hyperparameters(ignore=["augmentation"], logger=False)
         self.augmentation = list(augmentation or ())
@@ -167,12 +201,13 @@ class MNISTDataModule(MNISTDataModuleBase):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", "validate", None) and self.train_set is None:
-            train_view = MNIST(self.data_dir, train=True, transform=self.train_transform())
-            eval_view = MNIST(self.data_dir, train=True, transform=self.eval_transform())
+            images, labels = load_split(self.raw_dir, "train")
+            train_view = PILImages(images, labels, self.train_transform())
+            eval_view = PILImages(images, labels, self.eval_transform())
             train_indices, val_indices = self.split_indices(len(train_view))
             self.train_set, self.val_set = Subset(train_view, train_indices), Subset(eval_view, val_indices)
         if stage in ("test", "predict", None) and self.test_set is None:
-            self.test_set = MNIST(self.data_dir, train=False, transform=self.eval_transform())
+            self.test_set = PILImages(*load_split(self.raw_dir, "test"), self.eval_transform())
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool = False) -> DataLoader:
         dataset = self._require(dataset)

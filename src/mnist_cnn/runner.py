@@ -20,6 +20,7 @@ from mnist_cnn.confusion import save_confusion_matrix
 from mnist_cnn.errors import ConfigError, user_error_in
 from mnist_cnn.exporters import export_onnx
 from mnist_cnn.files import save_torch, write_json
+from mnist_cnn.metrics import class_names_of
 from mnist_cnn.robustness import RobustnessCheck
 from mnist_cnn.sweep import RELAUNCH_IN_SWEEP, in_multirun
 
@@ -138,7 +139,7 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
     save_torch(module.net.state_dict(), weights_path)
     onnx_path = export_onnx(module, weights_path.with_suffix(".onnx")) if cfg.get("export_onnx") else None
     if "test" in module.confusion_counts:
-        save_confusion_matrix(module.confusion_counts["test"], output_dir)
+        save_confusion_matrix(module.confusion_counts["test"], output_dir, class_names_of(trainer.datamodule))
     metrics = {
         **results,
         "parameters": count_parameters(module.net),

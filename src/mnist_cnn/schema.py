@@ -47,6 +47,7 @@ class MNISTDataConfig:
     split_seed: int = 42
     augment_eval: bool = False
     augmentation: RandomFlipRotateConfig | None = None  # null: no augmentation
+    dataset: str = "MNIST"  # or FashionMNIST, KMNIST
 
 
 @dataclass
@@ -64,6 +65,7 @@ class MNISTPILDataConfig:
     split_seed: int = 42
     augment_eval: bool = False
     augmentation: list[dict[str, Any]] | None = field(default_factory=list)  # transform nodes; null: none
+    dataset: str = "MNIST"  # or FashionMNIST, KMNIST
 
 
 # model
@@ -361,7 +363,12 @@ CALLBACK_OPTIONS = ("default", "none", "model_checkpoint", "last_checkpoint", "p
 CALLBACK_OPTIONS += ("model_summary", "progress_bar", "insight")
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"mnist": MNISTDataConfig, "mnist_pil": MNISTPILDataConfig},
+    "data": {
+        "mnist": MNISTDataConfig,
+        "mnist_pil": MNISTPILDataConfig,
+        "fashion_mnist": MNISTDataConfig,
+        "kmnist": MNISTDataConfig,
+    },
     "model": {"cnn": CNNConfig, "cnn_separable": SeparableCNNConfig, "mlp": MLPConfig},
     "optimizer": {"adam": AdamConfig, "adamw": AdamWConfig, "sgd": SGDConfig},
     "scheduler": {

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
-from torchvision.datasets import MNIST
 
 from mnist_cnn.augment import normalize, to_unit_float
 from mnist_cnn.datamodule import MNISTDataModuleBase
+from mnist_cnn.idx import load_split
 from mnist_cnn.sampling import ResumableBatchSampler, ResumableDataLoader, ResumableRandomSampler
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -80,22 +80,24 @@ class MNISTTensorDataModule(MNISTDataModuleBase):
         download: bool = True,
         augment_eval: bool = False,
         augmentation: nn.Module | None = None,
+        dataset: str = "MNIST",
     ) -> None:
-        super().__init__(data_dir, batch_size, eval_batch_size, val_size, split_seed, download, augment_eval)
+        super().__init__(
+            data_dir, batch_size, eval_batch_size, val_size, split_seed, download, augment_eval, dataset=dataset
+        )
         self.save_hyperparameters(ignore=["augmentation"], logger=False)
         self.augmentation = augmentation
 
     def setup(self, stage: str | None = None) -> None:
         eval_augmentation = self.augmentation if self.hparams.augment_eval else None
         if stage in ("fit", "validate", None) and self.train_set is None:
-            train = MNIST(self.data_dir, train=True)
-            train_indices, val_indices = self.split_indices(len(train))
+            images, labels = load_split(self.raw_dir, "train")
+            train_indices, val_indices = self.split_indices(len(labels))
             train_idx, val_idx = (torch.tensor(i, dtype=torch.long) for i in (train_indices, val_indices))
-            self.train_set = TensorMNIST(train.data[train_idx], train.targets[train_idx], self.augmentation)
-            self.val_set = TensorMNIST(train.data[val_idx], train.targets[val_idx], eval_augmentation)
+            self.train_set = TensorMNIST(images[train_idx], labels[train_idx], self.augmentation)
+            self.val_set = TensorMNIST(images[val_idx], labels[val_idx], eval_augmentation)
         if stage in ("test", "predict", None) and self.test_set is None:
-            test = MNIST(self.data_dir, train=False)
-            self.test_set = TensorMNIST(test.data, test.targets, eval_augmentation)
+            self.test_set = TensorMNIST(*load_split(self.raw_dir, "test"), eval_augmentation)
 
     @property
     def device(self) -> torch.device:
