@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from mnist_cnn.callbacks import DivergenceGuard, logger_writes_this_step
 from mnist_cnn.confusion import ConfusionFigures
-from mnist_cnn.images import IMAGE_SIZE, NUM_CLASSES
+from mnist_cnn.images import DIGITS, IMAGE_SIZE, NUM_CLASSES
 from mnist_cnn.metrics import stage_metrics
 from mnist_cnn.schedule import build_scheduler, rehearse_schedule
 
@@ -49,6 +49,7 @@ class MNISTClassifier(L.LightningModule):
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers the best so far
         self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
         self.test_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
+        self.class_names: tuple[str, ...] = DIGITS  # the data's, set by whoever knows it (runner, trained)
         self.confusion_counts: dict[str, torch.Tensor] = {}  # "val"/"test": the last epoch's, synced (ConfusionFigures)
         self.example_input_array = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
 

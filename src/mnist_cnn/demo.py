@@ -55,8 +55,9 @@ class DigitReader:
         with torch.inference_mode():
             probabilities = self.module(normalise(digit).unsqueeze(0)).softmax(dim=1)[0]
         top = int(probabilities.argmax())
-        status = f"The model reads {top}, with probability {float(probabilities[top]):.1%}."
-        return {str(d): float(p) for d, p in enumerate(probabilities)}, enlarged(digit), status
+        names = self.module.class_names
+        status = f"The model reads {names[top]}, with probability {float(probabilities[top]):.1%}."
+        return dict(zip(names, probabilities.tolist(), strict=True)), enlarged(digit), status
 
 
 def enlarged(digit: np.ndarray) -> np.ndarray:

@@ -55,7 +55,7 @@ def export_onnx(module: MNISTClassifier, path: Path) -> Path:
             model,
             {
                 "input_normalisation": f"(x - {PIXEL_MEAN}) / {PIXEL_STD}, x in [0, 1]",
-                "classes": ",".join(str(digit) for digit in range(NUM_CLASSES)),
+                "classes": ",".join(module.class_names),  # the digits 0-9 for MNIST
                 "network": type(module.net).__name__,
             },
         )

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from mnist_cnn.errors import CheckpointError, ConfigError, exit_on_user_error, first_line
 from mnist_cnn.image_files import ImageFilesDataModule
+from mnist_cnn.images import DIGITS
 from mnist_cnn.prediction_writer import PredictionFiles, describe_batch, write_predictions
 from mnist_cnn.runner import CONFIG_DIR
 from mnist_cnn.trained import load_classifier
@@ -39,11 +40,12 @@ def predict_with_onnx(
     onnx_path: str, datamodule: ImageFilesDataModule, output_dir: Path, shown: int
 ) -> list[dict[str, Any]]:
     session = onnx_session(onnx_path)
+    names = session.get_modelmeta().custom_metadata_map.get("classes", ",".join(DIGITS)).split(",")
     rows, digits = [], []
     for batch in datamodule.predict_dataloader():
         (logits,) = session.run(None, {session.get_inputs()[0].name: batch["image"].numpy()})
         probabilities = torch.from_numpy(logits).softmax(dim=1)
-        rows += describe_batch(batch, probabilities)
+        rows += describe_batch(batch, probabilities, names)
         digits += list(batch["digit"])
     write_predictions(rows, digits, output_dir, shown)
     return rows

@@ -1,6 +1,7 @@
 """`predictions.csv` and `preprocessed.png` for `mnist-cnn-predict`, as a Lightning `BasePredictionWriter`."""
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from mnist_cnn.files import atomic_path
+from mnist_cnn.images import DIGITS
 from mnist_cnn.tables import write_csv
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class PredictionFiles(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self.rows += describe_batch(batch, prediction.float().cpu())
+        self.rows += describe_batch(batch, prediction.float().cpu(), pl_module.class_names)
         self.digits += list(batch["digit"])
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -59,20 +61,23 @@ def write_predictions(rows: list[dict[str, Any]], digits: list[np.ndarray], outp
     print(f"{len(rows)} images{more}, {failed} with errors: {output_dir / 'predictions.csv'}")
 
 
-def describe_batch(batch: dict[str, Any], probabilities: torch.Tensor) -> list[dict[str, Any]]:
+def describe_batch(
+    batch: dict[str, Any], probabilities: torch.Tensor, names: Sequence[str] = DIGITS
+) -> list[dict[str, Any]]:
     """The CSV rows of one batch of `mnist_cnn.image_files` and the model's class probabilities for it."""
-    return [describe(*item) for item in zip(batch["file"], probabilities, batch["error"], strict=True)]
+    items = zip(batch["file"], probabilities, batch["error"], strict=True)
+    return [describe(file, row, error, names) for file, row, error in items]
 
 
-def describe(file: str, probabilities: torch.Tensor, error: str) -> dict[str, Any]:
-    """One CSV row: the digit, its probability, the three likeliest as `digit:prob` pairs."""
+def describe(file: str, probabilities: torch.Tensor, error: str, names: Sequence[str] = DIGITS) -> dict[str, Any]:
+    """One CSV row: the class (the digit, for MNIST), its probability, the three likeliest as `class:prob` pairs."""
     if error:
         return {"file": file, "prediction": "", "confidence": "", "top3": "", "error": error}
     top = probabilities.topk(3)
-    pairs = " ".join(f"{int(digit)}:{float(prob):.3f}" for prob, digit in zip(top.values, top.indices, strict=True))
+    pairs = " ".join(f"{names[int(i)]}:{float(p):.3f}" for p, i in zip(top.values, top.indices, strict=True))
     return {
         "file": file,
-        "prediction": int(top.indices[0]),
+        "prediction": names[int(top.indices[0])],
         "confidence": round(float(top.values[0]), 4),
         "top3": pairs,
         "error": "",

@@ -136,6 +136,7 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
         return results
     output_dir = Path(cfg.paths.output_dir)
     weights_path = Path(cfg.export_path)
+    module.class_names = tuple(class_names_of(trainer.datamodule))  # into the ONNX metadata
     save_torch(module.net.state_dict(), weights_path)
     onnx_path = export_onnx(module, weights_path.with_suffix(".onnx")) if cfg.get("export_onnx") else None
     if "test" in module.confusion_counts:

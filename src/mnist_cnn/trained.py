@@ -6,6 +6,7 @@ import torch
 
 from mnist_cnn.checkpoint import check_matches, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
+from mnist_cnn.datamodule import CLASS_NAMES
 from mnist_cnn.errors import CheckpointError, ConfigError, first_line
 
 
@@ -15,6 +16,8 @@ def classifier_from_checkpoint(path: str | Path) -> MNISTClassifier:
     module = MNISTClassifier(**checkpoint["hyper_parameters"])
     check_matches(checkpoint, module, path)
     module.load_state_dict(checkpoint["state_dict"])
+    dataset = (checkpoint.get("datamodule_hyper_parameters") or {}).get("dataset", "MNIST")
+    module.class_names = CLASS_NAMES.get(dataset, module.class_names)
     return module
 
 
