@@ -5,12 +5,16 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import torch
 from conftest import FAST, VAL_SIZE, compose_config, write_mnist
 
 from mnist_cnn.datamodule import CLASS_NAMES, MNISTDataModule
 from mnist_cnn.errors import ConfigError, DataError
+from mnist_cnn.photo_like import photo_of
+from mnist_cnn.predict import predict
 from mnist_cnn.tensor_datamodule import MNISTTensorDataModule
 from mnist_cnn.train import train
 
@@ -45,8 +49,8 @@ def test_gzipped_and_uncompressed_files_give_the_same_images_on_both_paths(tmp_p
 def test_fashion_mnist_trains_from_the_distributed_gz_files_with_class_names_everywhere(tmp_path: Path) -> None:
     root = write_mnist(tmp_path / "data", dataset="FashionMNIST", gzipped=True)
     run_dir = tmp_path / "run"
-    cfg = compose_config("train", "data=fashion_mnist", f"paths.data_dir={root}", f"paths.output_dir={run_dir}", *FAST)
-    train(cfg)
+    overrides = ["data=fashion_mnist", f"paths.data_dir={root}", f"paths.output_dir={run_dir}", *FAST]
+    train(compose_config("train", *overrides, "export_onnx=true"))
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert list(metrics["test_per_class"]) == list(FASHION)
@@ -56,6 +60,15 @@ def test_fashion_mnist_trains_from_the_distributed_gz_files_with_class_names_eve
     (metadata,) = (run_dir / "tensorboard").glob("*/test%2fpenultimate/metadata.tsv")
     names = {line.split("\t")[0] for line in metadata.read_text().splitlines()[1:]}
     assert names <= set(FASHION) and len(names) > 1
+    classes = onnx.load(run_dir / "mnist_classifier.onnx").metadata_props
+    assert {prop.key: prop.value for prop in classes}["classes"] == ",".join(FASHION)
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo_of(np.eye(28, dtype=np.uint8) * 255, np.random.default_rng(0)).save(photos / "diagonal.png")
+    for model in (f"ckpt_path={metrics['checkpoint']}", f"onnx_path={run_dir / 'mnist_classifier.onnx'}"):
+        (row,) = predict(compose_config("predict", model, f"inputs={photos}", f"paths.output_dir={tmp_path / 'p'}"))
+        assert row["prediction"] in FASHION and row["top3"].split(":")[0] in FASHION
 
 
 def test_data_kmnist_keeps_characters_unmirrored_and_fashion_flips() -> None:
