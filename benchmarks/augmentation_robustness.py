@@ -70,7 +70,8 @@ def main() -> None:
         ax.plot([52], [mirrored], "D", color=line.get_color())
     ax.set_xticks([*ROTATIONS[::3], 52], [*(str(a) for a in ROTATIONS[::3]), "mirror"])
     ax.set(xlabel="rotation of the test images (degrees); right: mirrored left-right", ylabel="test accuracy")
-    ax.set_title(f"Test accuracy under rotation and mirroring, mean of {min(map(len, runs.values()))}+ seeds")
+    seeds = sorted({len(jobs) for jobs in runs.values()})
+    ax.set_title(f"Test accuracy under rotation and mirroring, mean over {'-'.join(map(str, seeds))} seeds")
     ax.grid(alpha=0.3)
     ax.legend(title="training augmentation")
     table = "\n".join(lines) + "\n"
