@@ -3,16 +3,19 @@
 import csv
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import VAL_SIZE, compose_config, metrics_of
 from helpers import read_events
+from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
 from mnist_cnn.eval import evaluate
-from mnist_cnn.robustness import ROTATIONS, transformed
+from mnist_cnn.insight import InsightPictures
+from mnist_cnn.robustness import ROTATIONS, RobustnessCheck, transformed
 from mnist_cnn.tensor_datamodule import MNISTTensorDataModule
-from mnist_cnn.trained import classifier_from_weights
+from mnist_cnn.trained import classifier_from_checkpoint, classifier_from_weights
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +76,22 @@ def test_a_rotation_keeps_the_background_black_and_turns_the_digit() -> None:
     pixels[0, 0, 4:8, 3:6] = 1  # and a mark on the left, so that a mirror shows
     images = (pixels - 0.5) / 0.5
     assert torch.equal(transformed(images, "horizontal_flip", 1), images.flip(-1))
+
+
+def test_the_embedding_is_of_the_plain_images_whichever_callback_runs_first(
+    tiny_run: Path, mnist_root: Path, tmp_path: Path
+) -> None:
+    module = classifier_from_checkpoint(metrics_of(tiny_run)["checkpoint"])
+    data = MNISTTensorDataModule(mnist_root, val_size=VAL_SIZE, download=False)
+    insight = InsightPictures(mistakes=0, pr_curves=False, reliability=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=TensorBoardLogger(tmp_path, name="", version=""),
+        callbacks=[RobustnessCheck(tmp_path), insight],  # the rotated passes run before the pictures' hook reads
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.test(module, datamodule=data)
+    (embedded,) = tmp_path.glob("*/test%2fpenultimate/tensors.tsv")
+    (reference,) = (tiny_run / "tensorboard").glob("*/test%2fpenultimate/tensors.tsv")
+    assert embedded.read_text() == reference.read_text()

@@ -57,8 +57,15 @@ class InsightPictures(L.Callback):
         if self.embeddings:
             self._hook = penultimate_layer(pl_module.net).register_forward_hook(self._keep_features)
 
+    def on_test_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._features = None
+
     def _keep_features(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        self._features = inputs[0].detach().flatten(1)
+        # The batch's first forward pass is the test step's; other callbacks' passes (robustness) come later.
+        if self._features is None:
+            self._features = inputs[0].detach().flatten(1)
 
     def on_test_batch_end(
         self,
