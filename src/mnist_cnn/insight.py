@@ -110,7 +110,7 @@ class InsightPictures(L.Callback):
 
     def _gathered(self, name: str) -> torch.Tensor:
         metric = self._store[name]
-        return metric.compute().cpu() if metric.update_called else torch.empty(0)
+        return metric.compute().cpu() if metric.update_count else torch.empty(0)
 
     def _draw(self, trainer: L.Trainer, values: dict[str, torch.Tensor], names: Sequence[str]) -> None:
         writers, step = tensorboard_writers(trainer), trainer.current_epoch
