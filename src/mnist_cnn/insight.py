@@ -23,7 +23,7 @@ from mnist_cnn.files import atomic_path
 from mnist_cnn.images import PIXEL_MEAN, PIXEL_STD
 from mnist_cnn.metrics import CALIBRATION_BINS, class_names_of
 
-GATHERED = ("probabilities", "labels", "mistake_images", "mistake_probabilities", "mistake_labels")
+GATHERED = ("probabilities", "labels", "mistake_images")  # mistake images in the order of the test's own
 EMBEDDED = ("features", "embedded_images", "embedded_labels", "embedded_probabilities")
 
 
@@ -83,8 +83,6 @@ class InsightPictures(L.Callback):
             "probabilities": probabilities,
             "labels": labels,
             "mistake_images": images[wrong],
-            "mistake_probabilities": probabilities[wrong],
-            "mistake_labels": labels[wrong],
         }
         take = min(self.embeddings - self._embedded, len(labels))
         if take > 0 and self._features is not None:
@@ -117,8 +115,10 @@ class InsightPictures(L.Callback):
         labels = values["labels"].long()
         figures = {}  # TensorBoard tag: (figure, file name)
         if self.mistakes:
-            wrong = (values["mistake_images"], values["mistake_labels"].long(), values["mistake_probabilities"])
-            figures["test/mistakes"] = (mistakes_figure(*wrong, names, self.mistakes), "test_mistakes.png")
+            # Each metric gathers the processes' values in rank order, so the mistakes line up with these.
+            wrong = values["probabilities"].argmax(dim=1) != labels
+            mistakes = (values["mistake_images"], labels[wrong], values["probabilities"][wrong])
+            figures["test/mistakes"] = (mistakes_figure(*mistakes, names, self.mistakes), "test_mistakes.png")
         if self.reliability:
             figure = reliability_figure(values["probabilities"], labels)
             figures["test/reliability_diagram"] = (figure, "test_reliability.png")

@@ -6,7 +6,6 @@ fill). The counts are summed on every process and synced; rank 0 writes `robustn
 (`transform,parameter,accuracy`) and `robustness.png` into the run folder and logs the figure.
 """
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ from torchmetrics import SumMetric
 
 from mnist_cnn.augment import flip_rotate
 from mnist_cnn.callbacks import tensorboard_writers
-from mnist_cnn.files import atomic_path
 from mnist_cnn.images import PIXEL_MEAN, PIXEL_STD
 from mnist_cnn.insight import render, save_png
+from mnist_cnn.tables import write_csv
 
 ROTATIONS = tuple(range(-45, 50, 5))  # degrees, counter-clockwise; 0 is the plain test
 TRANSFORMS = [("rotation", angle) for angle in ROTATIONS] + [("horizontal_flip", 1)]
@@ -71,19 +70,13 @@ class RobustnessCheck(L.Callback):
             {"transform": transform, "parameter": parameter, "accuracy": accuracy}
             for (transform, parameter), accuracy in zip(TRANSFORMS, accuracies, strict=True)
         ]
-        write_robustness_csv(rows, self.output_dir / "robustness.csv")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        shown = [{**row, "accuracy": f"{row['accuracy']:.4f}"} for row in rows]
+        write_csv(shown, COLUMNS, self.output_dir / "robustness.csv")
         pixels = render(robustness_figure(rows))
         save_png(pixels, self.output_dir / "robustness.png")
         for writer in tensorboard_writers(trainer):
             writer.add_image("test/robustness", pixels, trainer.current_epoch, dataformats="HWC")
-
-
-def write_robustness_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({**row, "accuracy": f"{row['accuracy']:.4f}"} for row in rows)
 
 
 def robustness_figure(rows: list[dict[str, Any]]) -> Figure:

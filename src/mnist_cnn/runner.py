@@ -140,7 +140,7 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
     save_torch(module.net.state_dict(), weights_path)
     onnx_path = export_onnx(module, weights_path.with_suffix(".onnx")) if cfg.get("export_onnx") else None
     if "test" in module.confusion_counts:
-        save_confusion_matrix(module.confusion_counts["test"], output_dir, class_names_of(trainer.datamodule))
+        save_confusion_matrix(module.confusion_counts["test"], output_dir, module.class_names)
     metrics = {
         **results,
         "parameters": count_parameters(module.net),
