@@ -64,7 +64,7 @@ def test_mistakes_are_shown_most_confident_first_with_true_and_predicted_names()
     labels = torch.tensor([0, 0, 0])
     figure = mistakes_figure(torch.zeros(3, 1, 28, 28), labels, probabilities, ["cat", "dog"], limit=2)
     (ax,) = figure.axes
-    assert [text.get_text() for text in ax.texts] == ["cat → dog (0.95)", "cat → dog (0.90)"]
+    assert [text.get_text() for text in ax.texts] == ["cat\n→ dog (0.95)", "cat\n→ dog (0.90)"]
     assert "2 most confident of 3 mistakes" in ax.get_title()
 
 

@@ -162,15 +162,16 @@ def mistakes_figure(
     order = confidence.argsort(descending=True)[:limit].tolist()
     columns = 8
     rows = max(1, -(-len(order) // columns))
-    size, caption = images.shape[-1], images.shape[-1] // 2  # a tile: a caption band above the image
+    size, caption = images.shape[-1], images.shape[-1] * 3 // 4  # a tile: a two-line caption band above the image
     sheet = torch.ones(rows * (size + caption), columns * (size + 4))
-    fig = Figure(figsize=(columns * 1.4, rows * 1.5 + 0.4), layout="constrained")
+    fig = Figure(figsize=(columns * 1.4, rows * 1.75 + 0.4), layout="constrained")
     ax = fig.subplots()
     for slot, index in enumerate(order):
         top, left = (slot // columns) * (size + caption) + caption, (slot % columns) * (size + 4) + 2
         sheet[top : top + size, left : left + size] = as_pixels(images[index]).squeeze(0)
-        text = f"{names[labels[index]]} → {names[predicted[index]]} ({confidence[index]:.2f})"
-        ax.text(left + size / 2, top - caption / 2, text, ha="center", va="center", fontsize=8)
+        # Two lines, so that class names longer than a digit ("Ankle boot") fit above their tile.
+        text = f"{names[labels[index]]}\n→ {names[predicted[index]]} ({confidence[index]:.2f})"
+        ax.text(left + size / 2, top - caption / 2, text, ha="center", va="center", fontsize=7.5)
     ax.imshow(sheet.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     ax.set_title(f"test: the {len(order)} most confident of {len(labels)} mistakes (true → predicted (confidence))")
