@@ -152,6 +152,31 @@ def test_a_killed_worker_s_trial_is_run_again_by_another_worker(
 
 CORES = len(os.sched_getaffinity(0))
 
+# A callback for every job: it marks that its training started, then waits for its batch mate's mark (trial
+# 0 with 1, 2 with 3). Run in parallel, both pass at once; run one after the other, the first one waits in
+# vain and fails its trial. On a loaded machine a job of 3 batches can end before its mate's process has
+# imported torch, so without this wait the overlap of their times depended on luck.
+BATCH_BARRIER = """
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+
+
+class BatchBarrier(L.Callback):
+    def on_train_start(self, trainer, module):
+        hydra = HydraConfig.get()
+        number = int(Path(hydra.runtime.output_dir).name)
+        sweep = Path(hydra.sweep.dir)
+        (sweep / f"started_{number}").touch()
+        deadline = time.monotonic() + 120
+        while not (sweep / f"started_{number ^ 1}").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"trial {number ^ 1} never started while trial {number} ran")
+            time.sleep(0.05)
+"""
+
 
 @pytest.mark.parametrize(
     ("launcher", "threads"),
@@ -165,8 +190,10 @@ CORES = len(os.sched_getaffinity(0))
 def test_one_sweep_runs_a_batch_of_trials_in_parallel_through_its_launcher(
     launcher: list[str], threads: int | None, mnist_root: Path, tmp_path: Path
 ) -> None:
+    (tmp_path / "batch_barrier.py").write_text(BATCH_BARRIER)  # importable: the sweep runs in tmp_path
     storage = f"sqlite:///{tmp_path}/outputs/optuna.db"
     overrides = ["hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *launcher]
+    overrides.append("+callbacks.batch_barrier={_target_: batch_barrier.BatchBarrier}")
     result = run_cli("train", *search_command(mnist_root, tmp_path, storage, *overrides), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
