@@ -97,6 +97,9 @@ def _class_name(node: Any) -> str:
     return str((node or {}).get("_target_", "")).rsplit(".", 1)[-1]
 
 
+EXTRA_AUGMENTATION = {"translate": "shift", "scale": "scale", "elastic_alpha": "elastic"}  # RandomAffine's, when on
+
+
 def describe_augmentation(data: DictConfig) -> str:
     """`flip 0.5, rotate 10` (either data path), `none`, or the transforms' class names."""
     nodes = data.get("augmentation") or []
@@ -110,6 +113,8 @@ def describe_augmentation(data: DictConfig) -> str:
         if "degrees" in settings:
             degrees = settings["degrees"]
             parts.append(f"rotate {degrees:g}" if isinstance(degrees, int | float) else f"rotate {degrees}")
+        extra = {name: settings.get(key) for key, name in EXTRA_AUGMENTATION.items()}
+        parts += [f"{name} {value:g}" for name, value in extra.items() if isinstance(value, int | float) and value]
         if flip is None and "degrees" not in settings:
             parts.append(_class_name(node))
     return ", ".join(parts) or "none"

@@ -26,12 +26,17 @@ from omegaconf import MISSING
 
 
 @dataclass
-class RandomFlipRotateConfig:
-    """`mnist_cnn.augment.RandomFlipRotate`: per-image flip with probability flip_p, rotation within +-degrees."""
+class RandomAffineConfig:
+    """`mnist_cnn.augment.RandomAffine`: per-image flip, rotation, scale, shift and elastic distortion."""
 
-    _target_: str = "mnist_cnn.augment.RandomFlipRotate"
+    _target_: str = "mnist_cnn.augment.RandomAffine"
     flip_p: float = 0.5
     degrees: float = 10.0
+    translate: float = 0.0
+    scale: float = 0.0
+    elastic_alpha: float = 0.0
+    elastic_sigma: float = 4.0
+    interpolation: str = "nearest"
 
 
 @dataclass
@@ -46,7 +51,7 @@ class MNISTDataConfig:
     val_size: int = 5000
     split_seed: int = 42
     augment_eval: bool = False
-    augmentation: RandomFlipRotateConfig | None = None  # null: no augmentation
+    augmentation: RandomAffineConfig | None = None  # null: no augmentation
     dataset: str = "MNIST"  # or FashionMNIST, KMNIST
 
 
@@ -330,6 +335,18 @@ class InsightConfig:
 
 
 @dataclass
+class EMAConfig:
+    """`mnist_cnn.callbacks.EMAWeightAveraging`: Lightning's exponential moving average of the weights."""
+
+    _target_: str = "mnist_cnn.callbacks.EMAWeightAveraging"
+    decay: float = 0.999
+    update_every_n_steps: int = 1
+    update_starting_at_step: int | None = None
+    update_starting_at_epoch: int | None = None
+    use_buffers: bool = True
+
+
+@dataclass
 class CallbacksConfig:
     """callbacks=...: each option fills some of these slots; an unfilled or null slot adds no callback.
 
@@ -345,6 +362,7 @@ class CallbacksConfig:
     progress_bar: TQDMProgressBarConfig | None = MISSING
     optuna_pruning: OptunaPruningConfig | None = MISSING
     insight: InsightConfig | None = MISSING
+    ema: EMAConfig | None = MISSING
 
 
 # paths
@@ -360,7 +378,7 @@ class PathsConfig:
 
 # Each fills its slots of the one CallbacksConfig, so that `callbacks=default` can merge several of them.
 CALLBACK_OPTIONS = ("default", "none", "model_checkpoint", "last_checkpoint", "periodic_checkpoint", "lr_monitor")
-CALLBACK_OPTIONS += ("model_summary", "progress_bar", "insight")
+CALLBACK_OPTIONS += ("model_summary", "progress_bar", "insight", "ema")
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {
