@@ -83,6 +83,7 @@ WRONG_TYPES = [
     ("callbacks", "model_summary", "callbacks.model_summary.max_depth=deep", "callbacks.model_summary.max_depth"),
     ("callbacks", "progress_bar", "callbacks.progress_bar.refresh_rate=fast", "callbacks.progress_bar.refresh_rate"),
     ("callbacks", "insight", "callbacks.insight.embeddings=many", "callbacks.insight.embeddings"),
+    ("callbacks", "ema", "callbacks.ema.decay=slow", "callbacks.ema.decay"),
 ]
 
 # (group, option, override of a key the schema lacks, the full key the error must name).
@@ -124,6 +125,7 @@ UNKNOWN_KEYS = [
     ("callbacks", "model_summary", "callbacks.model_summary.depth=3", "callbacks.model_summary.depth"),
     ("callbacks", "progress_bar", "callbacks.progress_bar.refresh=5", "callbacks.progress_bar.refresh"),
     ("callbacks", "insight", "callbacks.insight.mistake=8", "callbacks.insight.mistake"),
+    ("callbacks", "ema", "callbacks.ema.decays=0.9", "callbacks.ema.decays"),
 ]
 
 

@@ -6,6 +6,7 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMAWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.tensorboard import SummaryWriter
@@ -120,3 +121,17 @@ def check_schedule_length(checkpoint: dict, trainer: L.Trainer) -> None:
                 f"the checkpoint's lr schedule is planned for {planned} steps, this run has {steps}: "
                 "resume with the same trainer.max_epochs and batch size"
             )
+
+
+class EMAWeightAveraging(LightningEMAWeightAveraging):
+    """Lightning's EMA of the weights, which keeps the average when a checkpoint is loaded to test or predict.
+
+    Lightning's callback, once it holds an average (from the fit), puts a checkpoint's raw training weights
+    back into the module on every load, also `trainer.test(ckpt_path=best)` after the fit: the test would then
+    score the weights the average was meant to replace. Outside fitting the checkpoint's `state_dict`, which
+    is the average, stays.
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

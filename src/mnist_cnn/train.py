@@ -43,7 +43,10 @@ def build_module(cfg: DictConfig) -> MNISTClassifier:
         optimizer=to_dict(cfg.optimizer),
         scheduler=to_dict(cfg.scheduler),
         channels_last=cfg.channels_last,
+        label_smoothing=cfg.label_smoothing,
     )
+    if cfg.get("compile"):  # nn.Module.compile keeps the state_dict's names, so checkpoints are as without it
+        module.net.compile(mode=cfg.compile)
     try:
         module.configure_optimizers()
     except (ValueError, TypeError, InstantiationException) as error:
