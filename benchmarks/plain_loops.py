@@ -1,10 +1,13 @@
-"""Plain PyTorch training loops (no Lightning), timed: the chapter's own, and ours over the fast data path.
+"""Plain PyTorch training loops (no Lightning), timed: the chapter's own, ours over the fast data path, and bare.
 
     python benchmarks/plain_loops.py chapter --data-dir ../shared/data --epochs 5
     python benchmarks/plain_loops.py fast --data-dir ../shared/data --epochs 5
+    python benchmarks/plain_loops.py bare --data-dir ../shared/data --epochs 5
 
-Each prints one JSON line: seconds per epoch, images trained per second, test accuracy and test-set
-inference images per second. `train_speed.py` runs both beside `mnist-cnn-train`.
+`bare` is the compute floor: the same network, batch 64, channels_last, fused Adam, on the training split's
+images normalised once up front; no augmentation, no validation, no DataLoader, no Lightning. Each prints one
+JSON line: seconds per epoch, images trained per second, test accuracy and test-set inference images per
+second. `train_speed.py` runs the first two beside `mnist-cnn-train`, `recipes.py` the third.
 """
 
 import argparse
@@ -18,7 +21,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from mnist_cnn.augment import RandomFlipRotate
+from mnist_cnn.augment import RandomAffine, normalize, to_unit_float
 from mnist_cnn.cnn import ConvolutionalMNISTClassifier
 from mnist_cnn.tensor_datamodule import MNISTTensorDataModule
 
@@ -43,7 +46,7 @@ def fast_loaders(data_dir: str, val_size: int) -> tuple[DataLoader, DataLoader, 
         eval_batch_size=1000,
         val_size=val_size,
         download=False,
-        augmentation=RandomFlipRotate(0.5, 10),
+        augmentation=RandomAffine(0.5, 10),
     )
     datamodule.setup()
     return datamodule.train_dataloader(), datamodule.test_dataloader(), [datamodule.val_dataloader()]
@@ -62,7 +65,49 @@ def accuracy(net: nn.Module, batches: Iterable, memory_format: torch.memory_form
     return correct / total, total / (time.perf_counter() - start)
 
 
+def bare_batches(data_dir: str, val_size: int) -> tuple[torch.Tensor, torch.Tensor, DataLoader]:
+    """The training split as one normalised float tensor and its labels (no data work left), and the test loader."""
+    datamodule = MNISTTensorDataModule(data_dir, BATCH_SIZE, eval_batch_size=1000, val_size=val_size, download=False)
+    datamodule.setup()
+    train = datamodule.train_set
+    return normalize(to_unit_float(train.images)), train.labels, datamodule.test_dataloader()
+
+
+def run_bare(data_dir: str, epochs: int, seed: int, val_size: int) -> dict:
+    """The compute floor: forward, backward and fused Adam over batches indexed out of a ready tensor."""
+    torch.manual_seed(seed)
+    images, labels, test_loader = bare_batches(data_dir, val_size)
+    net = ConvolutionalMNISTClassifier().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE, fused=True)
+    criterion = nn.CrossEntropyLoss()
+    epoch_seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        order = torch.randperm(len(labels))
+        for batch in order.split(BATCH_SIZE):
+            optimizer.zero_grad()
+            loss = criterion(net(images[batch].contiguous(memory_format=torch.channels_last)), labels[batch])
+            loss.backward()
+            optimizer.step()
+        epoch_seconds.append(time.perf_counter() - start)
+    return summary(net, test_loader, torch.channels_last, epoch_seconds, len(labels))
+
+
+def summary(
+    net: nn.Module, test_loader: DataLoader, memory_format: torch.memory_format, epoch_seconds: list, images: int
+) -> dict:
+    test_acc, test_images_per_s = accuracy(net, test_loader, memory_format)
+    return {
+        "epoch_seconds": [round(s, 2) for s in epoch_seconds],
+        "train_images_per_s": round(images * len(epoch_seconds) / sum(epoch_seconds), 1),
+        "test_acc": test_acc,
+        "test_images_per_s": round(test_images_per_s, 1),
+    }
+
+
 def run(kind: str, data_dir: str, epochs: int, seed: int, val_size: int) -> dict:
+    if kind == "bare":
+        return run_bare(data_dir, epochs, seed, val_size)
     torch.manual_seed(seed)
     loaders = chapter_loaders if kind == "chapter" else fast_loaders
     train_loader, test_loader, val_loaders = loaders(data_dir, val_size)
@@ -81,23 +126,16 @@ def run(kind: str, data_dir: str, epochs: int, seed: int, val_size: int) -> dict
         for loader in val_loaders:
             accuracy(net, loader, memory_format)
         epoch_seconds.append(time.perf_counter() - start)
-    test_acc, test_images_per_s = accuracy(net, test_loader, memory_format)
-    train_images = len(train_loader.dataset)
-    return {
-        "epoch_seconds": [round(s, 2) for s in epoch_seconds],
-        "train_images_per_s": round(train_images * epochs / sum(epoch_seconds), 1),
-        "test_acc": test_acc,
-        "test_images_per_s": round(test_images_per_s, 1),
-    }
+    return summary(net, test_loader, memory_format, epoch_seconds, len(train_loader.dataset))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["chapter", "fast"])
+    parser.add_argument("kind", choices=["chapter", "fast", "bare"])
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--val-size", type=int, default=5000, help="fast only: images held out for validation")
+    parser.add_argument("--val-size", type=int, default=5000, help="fast, bare: images held out of training")
     args = parser.parse_args()
     print(json.dumps(run(args.kind, args.data_dir, args.epochs, args.seed, args.val_size)))
 

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from torch.nn import functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -18,6 +19,7 @@ from mnist_cnn.augment import (
     flip_rotate,
     flip_rotate_matrices,
     gaussian_blur_matrix,
+    sampling_grid,
 )
 from mnist_cnn.errors import ConfigError
 
@@ -149,6 +151,13 @@ def square(side: int = 8) -> torch.Tensor:
     start = (SIDE - side) // 2
     image[0, 0, start : start + side, start : start + side] = 1.0
     return image
+
+
+@pytest.mark.parametrize("height", [28, 17])
+def test_the_sampling_grid_is_torchs_affine_grid(height: int) -> None:
+    theta = torch.randn(300, 2, 3, generator=torch.Generator().manual_seed(9))
+    expected = F.affine_grid(theta, [300, 1, height, 28], align_corners=False)
+    assert torch.allclose(sampling_grid(theta, height, 28), expected, atol=1e-6)
 
 
 def test_without_shift_scale_or_distortion_the_affine_map_is_the_flip_and_rotation() -> None:
