@@ -149,7 +149,7 @@ class LoggingEveryStep(MNISTClassifier):
     """Lightning's textbook pattern: `self.log` the loss and the metric object at every step."""
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, preds, labels = self._step(batch)
+        loss, preds, labels = self._step(batch, self.criterion)
         self.train_acc(preds, labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
@@ -59,3 +60,16 @@ hydra:
       fail_on_failed_jobs: false
   sweeper:
 """
+
+
+def compose_best_experiment(sweep: Path, cwd: Path) -> dict:
+    """A search's `best_experiment.yaml` installed as `<cwd>/conf/experiment/found.yaml`, as its header says,
+    and the job config `mnist-cnn-train experiment=found` composes from it."""
+    from conftest import run_cli
+
+    experiment = cwd / "conf" / "experiment" / "found.yaml"
+    experiment.parent.mkdir(parents=True)
+    experiment.write_text((sweep / "best_experiment.yaml").read_text())
+    composed = run_cli("train", "experiment=found", f"hydra.searchpath=[file://{cwd}/conf]", "--cfg", "job", cwd=cwd)
+    assert composed.returncode == 0, composed.stderr[-3000:]
+    return yaml.safe_load(composed.stdout)

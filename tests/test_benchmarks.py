@@ -117,3 +117,24 @@ def test_augmentation_robustness_compares_the_augmentations_of_a_sweep(mnist_roo
     rows = [line for line in (folder / "results.md").read_text().splitlines() if line.startswith("| flip")]
     assert [row.split(" | ")[:2] for row in rows] == [["| flip 0, rotate 10", "2"], ["| flip 0.5, rotate 10", "2"]]
     assert (folder / "robustness.png").is_file() and rows[0] in stdout
+
+
+def test_recipes_times_the_presets_against_the_bare_loop_and_profiles_the_default(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    args = ["--data-dir", str(mnist_root), "--seeds", "0", "--recipes", "fast", "--val-size", str(VAL_SIZE)]
+    args += ["--overrides", "data.download=false", "export_onnx=false", "callbacks.insight=null"]
+    stdout = run_script("recipes.py", *args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    (folder,) = (tmp_path / "out").iterdir()
+    table = (folder / "results.md").read_text()
+    assert table in stdout
+    rows = [line for line in table.splitlines() if "x** (" in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["bare", "default", "fast"]
+    assert "| **1.00x** (1.00) |" in rows[0]
+    raw = json.loads((folder / "results.json").read_text())
+    assert raw["runs"]["default"][0]["epochs"] == 5 and 0 <= raw["runs"]["fast"][0]["test_acc"] <= 1
+    profile = raw["profile"]
+    total = profile.pop("the training epochs, all of it")
+    assert total > 0 and profile["step: forward, backward, optimizer"] > 0 and profile["validation"] > 0
+    assert profile["data: index, augment, normalise"] > 0 and profile["checkpoints"] > 0
+    assert sum(profile.values()) == pytest.approx(total)  # the parts, "everything else" included, make the whole

@@ -11,9 +11,8 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-import yaml
 from conftest import FAST, metrics_of, run_cli, single_run_dir, write_mnist
-from helpers import SEARCH_CONFIG_START, read_events
+from helpers import SEARCH_CONFIG_START, compose_best_experiment, read_events
 from optuna.trial import TrialState
 from torchvision.datasets import MNIST
 
@@ -243,14 +242,7 @@ def test_the_project_search_finds_a_best_trial_that_runs_as_an_experiment(mnist_
     best = study_of(tmp_path).best_trial
     assert (sweep / str(best.number) / "metrics.json").is_file()
 
-    experiment = tmp_path / "conf" / "experiment" / "found.yaml"
-    experiment.parent.mkdir(parents=True)
-    experiment.write_text((sweep / "best_experiment.yaml").read_text())
-    composed = run_cli(
-        "train", "experiment=found", f"hydra.searchpath=[file://{tmp_path}/conf]", "--cfg", "job", cwd=tmp_path
-    )
-    assert composed.returncode == 0, composed.stderr[-3000:]
-    job = yaml.safe_load(composed.stdout)
+    job = compose_best_experiment(sweep, tmp_path)
     assert job["optimizer"]["lr"] == pytest.approx(best.params["optimizer.lr"])
     assert job["data"]["batch_size"] == best.params["data.batch_size"]
     assert job["optimizer"]["_target_"].lower().endswith(best.params["optimizer"])

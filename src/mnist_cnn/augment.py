@@ -92,6 +92,7 @@ def affine_matrices(
     return torch.cat([linear, offset], dim=2)
 
 
+@functools.cache
 def gaussian_blur_matrix(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(size, size) matrix M such that M @ v blurs v by a Gaussian of `sigma` pixels, its ends reflected.
 
