@@ -125,3 +125,10 @@ def test_the_recipe_search_runs_and_its_best_trial_is_a_complete_experiment(mnis
     job = compose_best_experiment(sweep, tmp_path)
     assert job["data"]["augmentation"]["flip_p"] == 0 and "decay" in job["callbacks"]["ema"]
     assert job["optimizer"]["_target_"] == "torch.optim.AdamW" and job["scheduler"]["_target_"].endswith("OneCycleLR")
+
+
+def test_compile_wraps_the_network_and_keeps_its_checkpoint_keys(tmp_path: Path) -> None:
+    plain = build_module(compose_config("train", f"paths.output_dir={tmp_path}"))
+    compiled = build_module(compose_config("train", "compile=reduce-overhead", f"paths.output_dir={tmp_path}"))
+    assert compiled.net._compiled_call_impl is not None and plain.net._compiled_call_impl is None
+    assert compiled.state_dict().keys() == plain.state_dict().keys()  # checkpoints load either way
