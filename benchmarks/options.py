@@ -3,7 +3,8 @@
     python benchmarks/options.py --data-dir ../shared/data
 
 Parts: the training step (memory layout, Adam implementation, torch.compile with its compile time,
-thread count), what Lightning adds per step, batch augmentation (ours against per-image alternatives),
+thread count), what Lightning adds per step, batch augmentation (ours against per-image alternatives, and
+our sampling grid and elastic blur against torch's and torchvision's),
 evaluation batch size, and the classic PIL loader's worker count. Each figure is the median of
 interleaved repeats, because timings on a shared machine drift; compare rows within one part of one run,
 not across runs.
@@ -20,11 +21,12 @@ from collections.abc import Callable
 import lightning as L
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.transforms import v2
 
-from mnist_cnn.augment import RandomFlipRotate, normalize, to_unit_float
+from mnist_cnn.augment import RandomAffine, gaussian_blur_matrix, normalize, sampling_grid, to_unit_float
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import ConvolutionalMNISTClassifier
 from mnist_cnn.datamodule import MNISTDataModule
@@ -97,14 +99,20 @@ def step_options(batches: list, with_compile: bool, repeats: int) -> None:
 
 
 def augmentation_options(images: torch.Tensor, repeats: int) -> None:
-    ours = RandomFlipRotate(0.5, 10)
+    ours = RandomAffine(0.5, 10)
     per_image = v2.Compose([v2.RandomHorizontalFlip(0.5), v2.RandomRotation(10)])
     pil_images = [transforms.functional.to_pil_image(image) for image in images]
     pil = transforms.Compose(
         [transforms.RandomHorizontalFlip(0.5), transforms.RandomRotation(10), transforms.ToTensor()]
     )
+    shift_scale = RandomAffine(flip_p=0, degrees=1.2, translate=0.05, scale=0.05, interpolation="bilinear")
+    elastic = RandomAffine(0, 1.2, 0.05, 0.05, elastic_alpha=10, elastic_sigma=4, interpolation="bilinear")
     candidates = {
         "ours: one grid_sample, parameters per image": lambda: normalize(ours(to_unit_float(images))),
+        "ours: rotation, shift, scale, bilinear (experiment=fast)": lambda: normalize(
+            shift_scale(to_unit_float(images))
+        ),
+        "ours: the same and an elastic distortion (experiment=best)": lambda: normalize(elastic(to_unit_float(images))),
         "torchvision v2 on each image tensor": lambda: torch.stack([per_image(x) for x in to_unit_float(images)]),
         "PIL per image (the classic path)": lambda: torch.stack([pil(x) for x in pil_images]),
     }
@@ -114,6 +122,22 @@ def augmentation_options(images: torch.Tensor, repeats: int) -> None:
         flip_rotate = nn.Sequential(K.RandomHorizontalFlip(p=0.5), K.RandomRotation(10.0, resample="nearest", p=1.0))
         candidates["kornia, parameters per image"] = lambda: flip_rotate(to_unit_float(images))
     report("Augmenting one batch of 64", median_ms(candidates, calls=10, repeats=repeats), "ms/batch")
+
+
+def grid_options(repeats: int) -> None:
+    """The two pieces of RandomAffine we wrote ourselves, against the library calls they replace."""
+    theta = torch.randn(BATCH, 2, 3, generator=torch.Generator().manual_seed(0))
+    field = torch.rand(BATCH, 2, 28, 28, generator=torch.Generator().manual_seed(1))
+    blur = gaussian_blur_matrix(28, 4.0, field.device, field.dtype)
+    candidates = {
+        "sampling grid: torch's F.affine_grid": lambda: F.affine_grid(theta, [BATCH, 1, 28, 28], align_corners=False),
+        "sampling grid: ours, one matrix product": lambda: sampling_grid(theta, 28, 28),
+        "elastic field blur: torchvision's gaussian_blur (sigma 4)": lambda: v2.functional.gaussian_blur(
+            field, [25, 25], [4.0, 4.0]
+        ),
+        "elastic field blur: ours, two 28x28 matrix products": lambda: blur @ field @ blur.T,
+    }
+    report(f"Augmentation pieces, batch of {BATCH}", median_ms(candidates, calls=20, repeats=repeats), "ms/batch")
 
 
 def eval_options(datamodule: MNISTTensorDataModule, repeats: int) -> None:
@@ -193,14 +217,13 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (it compiles for ~30 s)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads")
-    datamodule = MNISTTensorDataModule(
-        args.data_dir, BATCH, val_size=0, download=False, augmentation=RandomFlipRotate()
-    )
+    datamodule = MNISTTensorDataModule(args.data_dir, BATCH, val_size=0, download=False, augmentation=RandomAffine())
     datamodule.setup()
     batches = list(itertools.islice(datamodule.train_dataloader(), 100))
     step_options(batches, with_compile=not args.no_compile, repeats=args.repeats)
     lightning_options(batches, args.repeats)
     augmentation_options(datamodule.train_set.images[:BATCH], args.repeats)
+    grid_options(args.repeats)
     eval_options(datamodule, args.repeats)
     worker_options(args.data_dir)
 

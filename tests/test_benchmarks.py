@@ -44,11 +44,13 @@ def test_options_benchmark_reports_every_part(mnist_root: Path, tmp_path: Path) 
         "Threads",
         "Lightning's share",
         "Augmenting one batch",
+        "Augmentation pieces",
         "Inference",
         "Classic loader",
     ):
         assert f"### {title}" in stdout
     assert "channels_last + fused Adam (our default)" in stdout and "num_workers=2" in stdout
+    assert "sampling grid: ours, one matrix product" in stdout and "(experiment=best)" in stdout
 
 
 def test_sweep_threads_times_three_ways_of_running_one_sweep(mnist_root: Path, tmp_path: Path) -> None:
