@@ -38,7 +38,7 @@ VIEWS: dict[str, list[Callable[[torch.Tensor], torch.Tensor]]] = {
     "none": [],
     "4 one-pixel shifts": [lambda x, s=s: moved(x, shift=s) for s in SHIFTS],
     "4 rotations (+-5, +-10 degrees)": [lambda x, a=a: moved(x, angle=a) for a in ANGLES],
-    "both (8 copies)": [lambda x, s=s: moved(x, shift=s) for s in SHIFTS]
+    "both (9 copies)": [lambda x, s=s: moved(x, shift=s) for s in SHIFTS]
     + [lambda x, a=a: moved(x, angle=a) for a in ANGLES],
 }
 

@@ -132,11 +132,14 @@ def test_recipes_times_the_presets_against_the_bare_loop_and_profiles_the_defaul
     assert table in stdout
     rows = [line for line in table.splitlines() if "x** (" in line]
     assert [row.split("|")[1].strip() for row in rows] == ["bare", "default", "fast"]
-    assert "| **1.00x** (1.00) |" in rows[0]
     raw = json.loads((folder / "results.json").read_text())
-    assert raw["runs"]["default"][0]["epochs"] == 5 and 0 <= raw["runs"]["fast"][0]["test_acc"] <= 1
+    runs = raw["runs"]
+    assert runs["default"][0]["epochs"] == 5 and 0 <= runs["fast"][0]["test_acc"] <= 1
+    ratio = runs["default"][0]["train_seconds"] / runs["bare"][0]["train_seconds"]
+    assert f"| **{ratio:.2f}x** ({ratio:.2f}) |" in rows[1]  # each run's fit over the bare loop's, same seed
     profile = raw["profile"]
     total = profile.pop("the training epochs, all of it")
     assert total > 0 and profile["step: forward, backward, optimizer"] > 0 and profile["validation"] > 0
     assert profile["data: index, augment, normalise"] > 0 and profile["checkpoints"] > 0
-    assert sum(profile.values()) == pytest.approx(total)  # the parts, "everything else" included, make the whole
+    # No profiler action counted in two groups: what is left for "everything else" is not negative.
+    assert profile["everything else (loop, hooks, progress)"] >= 0

@@ -1,5 +1,6 @@
 """The recipe levers, in-process: weight averaging through checkpoints, test and resume; label smoothing; presets."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from helpers import compose_best_experiment
 from omegaconf import OmegaConf
 
 from mnist_cnn.classifier import MNISTClassifier
-from mnist_cnn.runner import CONFIG_DIR, build_datamodule
+from mnist_cnn.errors import ConfigError
+from mnist_cnn.runner import CONFIG_DIR, build_datamodule, describe_augmentation
 from mnist_cnn.train import build_module, train
 
 EMA = ["callbacks=[default,ema]", "callbacks.ema.decay=0.5", "trainer.deterministic=true"]
@@ -132,3 +134,34 @@ def test_compile_wraps_the_network_and_keeps_its_checkpoint_keys(tmp_path: Path)
     compiled = build_module(compose_config("train", "compile=reduce-overhead", f"paths.output_dir={tmp_path}"))
     assert compiled.net._compiled_call_impl is not None and plain.net._compiled_call_impl is None
     assert compiled.state_dict().keys() == plain.state_dict().keys()  # checkpoints load either way
+
+
+def test_a_presets_augmentation_reads_as_its_settings_in_the_run_tables(tmp_path: Path) -> None:
+    best = compose_config("train", "experiment=best", f"paths.output_dir={tmp_path}")
+    described = "flip 0, rotate 1.17287, shift 0.047606, scale 0.00504622, elastic 10, bilinear"
+    assert describe_augmentation(best.data) == described
+    fast = compose_config("train", "experiment=fast", f"paths.output_dir={tmp_path}")
+    assert describe_augmentation(fast.data) == "flip 0, rotate 1.17287, shift 0.047606, scale 0.00504622, bilinear"
+
+
+def test_a_run_saved_before_label_smoothing_and_compile_existed_still_builds(tmp_path: Path) -> None:
+    """`resume` continues with the run's own saved config, which an older version wrote without these keys."""
+    cfg = compose_config("train", f"paths.output_dir={tmp_path}")
+    OmegaConf.set_struct(cfg, False)
+    del cfg["label_smoothing"], cfg["compile"]
+    module = build_module(cfg)
+    assert module.criterion.label_smoothing == 0.0 and module.net._compiled_call_impl is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("label_smoothing=1.5", "label_smoothing must be a number in [0, 1), got 1.5"),
+        ("label_smoothing=-0.1", "label_smoothing must be a number in [0, 1), got -0.1"),
+        ("compile=fast", "compile must be null or one of default, reduce-overhead, max-autotune, "),
+        ("compile=true", "got True"),
+    ],
+)
+def test_bad_recipe_values_fail_before_training(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_module(compose_config("train", override, f"paths.output_dir={tmp_path}"))

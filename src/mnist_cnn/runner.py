@@ -115,6 +115,8 @@ def describe_augmentation(data: DictConfig) -> str:
             parts.append(f"rotate {degrees:g}" if isinstance(degrees, int | float) else f"rotate {degrees}")
         extra = {name: settings.get(key) for key, name in EXTRA_AUGMENTATION.items()}
         parts += [f"{name} {value:g}" for name, value in extra.items() if isinstance(value, int | float) and value]
+        if settings.get("interpolation") == "bilinear":  # nearest, the chapter's, goes unsaid
+            parts.append("bilinear")
         if flip is None and "degrees" not in settings:
             parts.append(_class_name(node))
     return ", ".join(parts) or "none"

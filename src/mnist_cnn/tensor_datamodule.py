@@ -64,9 +64,9 @@ def whole_batch(batch: Batch) -> Batch:
 
 
 class MNISTTensorDataModule(MNISTDataModuleBase):
-    """MNIST as tensors on the training device; `augmentation` (e.g. RandomFlipRotate) acts on whole batches.
+    """MNIST as tensors on the training device; `augmentation` (e.g. RandomAffine) acts on whole batches.
 
-    Same split, same normalisation and, with `RandomFlipRotate(0.5, 10)`, the same augmentation distribution
+    Same split, same normalisation and, with `RandomAffine(0.5, 10)`, the same augmentation distribution
     as the classic `MNISTDataModule`. No worker processes: a batch is a few tensor ops in the main process.
     """
 

@@ -33,20 +33,33 @@ from mnist_cnn.sweep import in_multirun, run_job
 log = logging.getLogger(__name__)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def build_module(cfg: DictConfig) -> MNISTClassifier:
     """The LightningModule, with its optimizer and scheduler tried once so bad values fail now, not mid-fit."""
     lr = cfg.optimizer.get("lr")
-    if lr is not None and not (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0):
+    if lr is not None and not (_is_number(lr) and lr > 0):
         raise ConfigError(f"optimizer.lr must be a number > 0, got {lr!r}")
+    # .get: a run saved before these keys existed still resumes
+    label_smoothing, compile_mode = cfg.get("label_smoothing", 0.0), cfg.get("compile")
+    if not (_is_number(label_smoothing) and 0 <= label_smoothing < 1):
+        raise ConfigError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
+    if compile_mode is not None and compile_mode not in COMPILE_MODES:
+        raise ConfigError(f"compile must be null or one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
     module = MNISTClassifier(
         net=to_dict(cfg.model),
         optimizer=to_dict(cfg.optimizer),
         scheduler=to_dict(cfg.scheduler),
         channels_last=cfg.channels_last,
-        label_smoothing=cfg.label_smoothing,
+        label_smoothing=label_smoothing,
     )
-    if cfg.get("compile"):  # nn.Module.compile keeps the state_dict's names, so checkpoints are as without it
-        module.net.compile(mode=cfg.compile)
+    if compile_mode:  # nn.Module.compile keeps the state_dict's names, so checkpoints are as without it
+        module.net.compile(mode=compile_mode)
     try:
         module.configure_optimizers()
     except (ValueError, TypeError, InstantiationException) as error:
