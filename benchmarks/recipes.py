@@ -33,8 +33,8 @@ from train_speed import machine, run_process
 HERE = Path(__file__).resolve().parent
 BARE_EPOCHS = 5
 
-# The simple profiler's actions inside the training epochs (validation runs inside them), grouped by what they
-# are; each action's total over the fit, in seconds. Hooks nest, so each group names actions that do not.
+# The simple profiler's actions of the training epochs (validation runs inside them), grouped by what they are;
+# each action's total over the fit, in seconds. Hooks nest, so each group names actions that do not.
 PROFILE_GROUPS = {
     "step: forward, backward, optimizer": [r"run_training_batch"],
     "data: index, augment, normalise": [r"\[_TrainingEpochLoop\]\.train_dataloader_next"],
@@ -44,10 +44,12 @@ PROFILE_GROUPS = {
         r"\[LightningModule\]MNISTClassifier\.on_validation_epoch_end",
         r"\[Callback\]ConfusionFigures\.on_validation_end",
     ],
-    "checkpoints": [r"\[Callback\]ModelCheckpoint.*"],
+    # the hooks that save; each callback's other hooks run outside the epochs or nested inside a save
+    "checkpoints": [r"\[Callback\]ModelCheckpoint.*\.(on_train_batch_end|on_validation_end|on_train_epoch_end)"],
     "epoch-end metrics and logging": [r"\[LightningModule\]MNISTClassifier\.on_train_epoch_end"],
 }
 EPOCHS_ACTION = "run_training_epoch"
+EPOCH_END_HOOKS = r"\[(Callback|LightningModule)\].*\.on_train_epoch_end"
 
 
 def bare_loop(args: argparse.Namespace, seed: int) -> dict:
@@ -90,8 +92,11 @@ def profile_default(args: argparse.Namespace, run_dir: Path) -> dict[str, float]
         if len(cells) == 7 and re.fullmatch(r"[0-9.e-]+", cells[4]):
             totals[cells[1]] = float(cells[4])
     grouped = {group: _sum_matching(totals, patterns) for group, patterns in PROFILE_GROUPS.items()}
-    grouped["everything else (loop, hooks, progress)"] = totals[EPOCHS_ACTION] - sum(grouped.values())
-    grouped["the training epochs, all of it"] = totals[EPOCHS_ACTION]
+    # Lightning's fit loop calls the epoch-end hooks (`last.ckpt`, the epoch's metrics) after its
+    # "run_training_epoch" block, so they are added to it to make the whole.
+    whole = totals[EPOCHS_ACTION] + _sum_matching(totals, [EPOCH_END_HOOKS])
+    grouped["everything else (loop, hooks, progress)"] = whole - sum(grouped.values())
+    grouped["the training epochs, all of it"] = whole
     return grouped
 
 
