@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mnist_cnn.errors import ConfigError
+from mnist_cnn.errors import ConfigError, is_number
 from mnist_cnn.images import PIXEL_MEAN, PIXEL_STD
 
 
@@ -68,12 +68,8 @@ def flip_rotate(images: torch.Tensor, angles_deg: torch.Tensor, flips: torch.Ten
     return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _check(name: str, value: object, low: float, high: float | None = None) -> None:
-    if not _is_number(value) or value < low or (high is not None and value > high):
+    if not is_number(value) or value < low or (high is not None and value > high):
         bounds = f"within [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
         raise ConfigError(f"augmentation {name} must be {bounds}, got {value!r}")
 

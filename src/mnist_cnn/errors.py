@@ -29,6 +29,11 @@ class TrainingDivergedError(UserError):
     """A non-finite loss or weights: training stops before a broken model is saved."""
 
 
+def is_number(value: object) -> bool:
+    """An int or float config value; not a bool, which Python counts as an int."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an error's message (libraries append statements, paths and help), or its type's name."""
     text = str(error).strip()

@@ -16,7 +16,7 @@ from mnist_cnn.callbacks import CheckpointContinuity
 from mnist_cnn.checkpoint import check_matches, check_resumable, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import count_parameters
-from mnist_cnn.errors import ConfigError, exit_on_user_error
+from mnist_cnn.errors import ConfigError, exit_on_user_error, is_number
 from mnist_cnn.metrics import class_names_of, test_results
 from mnist_cnn.resume import (
     RecordEffectiveConfig,
@@ -36,18 +36,14 @@ log = logging.getLogger(__name__)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def build_module(cfg: DictConfig) -> MNISTClassifier:
     """The LightningModule, with its optimizer and scheduler tried once so bad values fail now, not mid-fit."""
     lr = cfg.optimizer.get("lr")
-    if lr is not None and not (_is_number(lr) and lr > 0):
+    if lr is not None and not (is_number(lr) and lr > 0):
         raise ConfigError(f"optimizer.lr must be a number > 0, got {lr!r}")
     # .get: a run saved before these keys existed still resumes
     label_smoothing, compile_mode = cfg.get("label_smoothing", 0.0), cfg.get("compile")
-    if not (_is_number(label_smoothing) and 0 <= label_smoothing < 1):
+    if not (is_number(label_smoothing) and 0 <= label_smoothing < 1):
         raise ConfigError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         raise ConfigError(f"compile must be null or one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
