@@ -3,13 +3,16 @@
 import re
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
 from conftest import FAST, compose_config, metrics_of, run_cli
 from helpers import compose_best_experiment
+from lightning.pytorch.demos.boring_classes import BoringModel
 from omegaconf import OmegaConf
 
+from mnist_cnn.callbacks import EMAWeightAveraging
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.runner import CONFIG_DIR, build_datamodule, describe_augmentation
@@ -76,6 +79,32 @@ def test_a_resumed_run_averages_on_as_if_never_stopped(ema_run_dir: Path, mnist_
     assert resumed["global_step"] == straight["global_step"]
     for key in ("state_dict", "current_model_state"):  # the average and the weights it averages
         assert same_weights(net_weights(resumed[key]), net_weights(straight[key])), key
+
+
+class WeightsAfterEachStep(L.Callback):
+    def __init__(self) -> None:
+        self.weights: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        self.weights.append(pl_module.layer.weight.detach().clone())
+
+
+def test_the_average_is_an_exponential_moving_average_of_each_steps_weights() -> None:
+    """Our callback averages with torch's one-call foreach update; the result is still the textbook EMA."""
+    recorder, decay = WeightsAfterEachStep(), 0.6
+    trainer = L.Trainer(
+        max_steps=4, callbacks=[EMAWeightAveraging(decay=decay), recorder], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    model = BoringModel()
+    trainer.fit(model)
+    average = trainer.callbacks[0]._average_model
+    assert average.avg_fn is None and average.multi_avg_fn is not None  # torch's foreach update, not Lightning's
+    expected = recorder.weights[0]  # the first update copies the weights
+    for weights in recorder.weights[1:]:
+        expected = decay * expected + (1 - decay) * weights
+    assert len(recorder.weights) == 4 and not torch.equal(recorder.weights[-1], expected)
+    torch.testing.assert_close(model.layer.weight, expected)  # the average is put in the module when fit ends
 
 
 def test_label_smoothing_changes_the_training_loss_only() -> None:

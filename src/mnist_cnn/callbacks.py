@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMAWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.tensorboard import SummaryWriter
 
 from mnist_cnn.errors import CheckpointError, TrainingDivergedError
@@ -130,7 +131,25 @@ class EMAWeightAveraging(LightningEMAWeightAveraging):
     back into the module on every load, also `trainer.test(ckpt_path=best)` after the fit: the test would then
     score the weights the average was meant to replace. Outside fitting the checkpoint's `state_dict`, which
     is the average, stays.
+
+    The average is updated with torch's `get_ema_multi_avg_fn` (one `_foreach_lerp_` over all the weights)
+    rather than Lightning's per-tensor `avg_fn`: the same average, at a fraction of the per-step cost.
     """
+
+    def __init__(
+        self,
+        device: torch.device | str | int | None = None,
+        use_buffers: bool = True,
+        decay: float = 0.999,
+        update_every_n_steps: int = 1,
+        update_starting_at_step: int | None = None,
+        update_starting_at_epoch: int | None = None,
+    ) -> None:
+        super().__init__(
+            device, use_buffers, decay, update_every_n_steps, update_starting_at_step, update_starting_at_epoch
+        )
+        # Lightning hands AveragedModel a per-tensor avg_fn, which excludes a multi_avg_fn: replaced here.
+        self._kwargs = {"multi_avg_fn": get_ema_multi_avg_fn(decay)}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
