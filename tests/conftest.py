@@ -77,11 +77,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Path
     return run_dir
 
 
-def compose_config(config: str, *overrides: str) -> DictConfig:
+def compose_config(config: str, *overrides: str, return_hydra_config: bool = False) -> DictConfig:
     """`conf/<config>.yaml` composed with `overrides`, as Hydra's command line would (without running it)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config, overrides=["~local", *overrides])  # not this machine's conf/local settings
+        # "~local": not this machine's conf/local settings
+        return compose(config, overrides=["~local", *overrides], return_hydra_config=return_hydra_config)
 
 
 def run_cli(command: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
