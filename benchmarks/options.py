@@ -4,7 +4,7 @@
 
 Parts: the training step (memory layout, Adam implementation, torch.compile with its compile time,
 thread count), what Lightning adds per step, batch augmentation (ours against per-image alternatives, and
-our sampling grid and elastic blur against torch's and torchvision's),
+our sampling grid and elastic blur against torch's and torchvision's), the update of an EMA of the weights,
 evaluation batch size, and the classic PIL loader's worker count. Each figure is the median of
 interleaved repeats, because timings on a shared machine drift; compare rows within one part of one run,
 not across runs.
@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.transforms import v2
@@ -140,6 +141,17 @@ def grid_options(repeats: int) -> None:
     report(f"Augmentation pieces, batch of {BATCH}", median_ms(candidates, calls=20, repeats=repeats), "ms/batch")
 
 
+def ema_options(repeats: int) -> None:
+    """One update of an average of the weights, as `callbacks=[default,ema]` makes after every step."""
+    net = ConvolutionalMNISTClassifier()
+    averages = {
+        "per-tensor avg_fn (Lightning's EMAWeightAveraging)": AveragedModel(net, avg_fn=get_ema_avg_fn(0.99)),
+        "one foreach lerp (ours: get_ema_multi_avg_fn)": AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.99)),
+    }
+    candidates = {name: (lambda average=average: average.update_parameters(net)) for name, average in averages.items()}
+    report("Updating an EMA of the weights", median_ms(candidates, calls=50, repeats=repeats), "ms/update")
+
+
 def eval_options(datamodule: MNISTTensorDataModule, repeats: int) -> None:
     net = ConvolutionalMNISTClassifier().to(memory_format=torch.channels_last).eval()
     test_set = datamodule.test_set
@@ -224,6 +236,7 @@ def main() -> None:
     lightning_options(batches, args.repeats)
     augmentation_options(datamodule.train_set.images[:BATCH], args.repeats)
     grid_options(args.repeats)
+    ema_options(args.repeats)
     eval_options(datamodule, args.repeats)
     worker_options(args.data_dir)
 

@@ -45,12 +45,14 @@ def test_options_benchmark_reports_every_part(mnist_root: Path, tmp_path: Path) 
         "Lightning's share",
         "Augmenting one batch",
         "Augmentation pieces",
+        "Updating an EMA of the weights",
         "Inference",
         "Classic loader",
     ):
         assert f"### {title}" in stdout
     assert "channels_last + fused Adam (our default)" in stdout and "num_workers=2" in stdout
     assert "sampling grid: ours, one matrix product" in stdout and "(experiment=best)" in stdout
+    assert "one foreach lerp (ours: get_ema_multi_avg_fn)" in stdout
 
 
 def test_sweep_threads_times_three_ways_of_running_one_sweep(mnist_root: Path, tmp_path: Path) -> None:
