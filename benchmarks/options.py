@@ -106,7 +106,7 @@ def augmentation_options(images: torch.Tensor, repeats: int) -> None:
     pil = transforms.Compose(
         [transforms.RandomHorizontalFlip(0.5), transforms.RandomRotation(10), transforms.ToTensor()]
     )
-    shift_scale = RandomAffine(flip_p=0, degrees=1.2, translate=0.05, scale=0.05, interpolation="bilinear")
+    shift_scale = RandomAffine(flip_p=0, degrees=8.5, translate=0.02, scale=0.08, interpolation="bilinear")
     elastic = RandomAffine(0, 1.2, 0.05, 0.05, elastic_alpha=10, elastic_sigma=4, interpolation="bilinear")
     candidates = {
         "ours: one grid_sample, parameters per image": lambda: normalize(ours(to_unit_float(images))),

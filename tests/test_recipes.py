@@ -92,13 +92,14 @@ class WeightsAfterEachStep(L.Callback):
 def test_the_average_is_an_exponential_moving_average_of_each_steps_weights() -> None:
     """Our callback averages with torch's one-call foreach update; the result is still the textbook EMA."""
     recorder, decay = WeightsAfterEachStep(), 0.6
+    ema = EMAWeightAveraging(decay=decay)
     trainer = L.Trainer(
-        max_steps=4, callbacks=[EMAWeightAveraging(decay=decay), recorder], logger=False,
+        max_steps=4, callbacks=[ema, recorder], logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     model = BoringModel()
     trainer.fit(model)
-    average = trainer.callbacks[0]._average_model
+    average = ema._average_model
     assert average.avg_fn is None and average.multi_avg_fn is not None  # torch's foreach update, not Lightning's
     expected = recorder.weights[0]  # the first update copies the weights
     for weights in recorder.weights[1:]:
@@ -145,6 +146,16 @@ def test_every_key_a_recipe_search_tries_is_a_key_of_the_run(search: str, tmp_pa
     elastic = params["data.augmentation.elastic_alpha"].choices[-1]
     assert build_datamodule(cfg).augmentation.elastic_alpha == elastic
     build_module(cfg)  # optimizer and schedule built and rehearsed with these values
+
+
+def test_experiment_fast_keeps_the_budget_its_search_fixed(tmp_path: Path) -> None:
+    """Every setting the search allowed one value for (epochs, batch, precision, augmentation) is the preset's."""
+    params = compose_config("train", "hparams_search=fast", return_hydra_config=True).hydra.sweeper.params
+    preset = compose_config("train", "experiment=fast", f"paths.output_dir={tmp_path}")
+    fixed = {key: spec.choices[0] for key, spec in params.items() if "." in key and len(spec.get("choices", [])) == 1}
+    assert {"trainer.max_epochs", "trainer.precision", "data.batch_size"} <= fixed.keys()
+    for key, value in fixed.items():
+        assert OmegaConf.select(preset, key) == value, key
 
 
 @pytest.mark.slow

@@ -336,7 +336,7 @@ class InsightConfig:
 
 @dataclass
 class EMAConfig:
-    """`mnist_cnn.callbacks.EMAWeightAveraging`: Lightning's exponential moving average of the weights."""
+    """`mnist_cnn.callbacks.EMAWeightAveraging`: Lightning's exponential moving average of the weights, our update."""
 
     _target_: str = "mnist_cnn.callbacks.EMAWeightAveraging"
     decay: float = 0.999
