@@ -129,7 +129,7 @@ def test_each_preset_trains_on_the_fast_path(preset: str, mnist_root: Path, tmp_
     assert metrics["epochs"] == 2 and metrics["test_acc"] is not None and metrics["parameters"] == 17_066
 
 
-@pytest.mark.parametrize("search", ["recipe", "fast"])
+@pytest.mark.parametrize("search", ["recipe", "fast", "best"])
 def test_every_key_a_recipe_search_tries_is_a_key_of_the_run(search: str, tmp_path: Path) -> None:
     """A misspelt key would fail every trial; here each one gets a value from its range and the run is built."""
     params = compose_config("train", f"hparams_search={search}", return_hydra_config=True).hydra.sweeper.params
