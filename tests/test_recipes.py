@@ -6,7 +6,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-import yaml
 from conftest import FAST, compose_config, metrics_of, run_cli
 from helpers import compose_best_experiment
 from lightning.pytorch.demos.boring_classes import BoringModel
@@ -129,21 +128,21 @@ def test_each_preset_trains_on_the_fast_path(preset: str, mnist_root: Path, tmp_
     assert metrics["epochs"] == 2 and metrics["test_acc"] is not None and metrics["parameters"] == 17_066
 
 
+@pytest.mark.parametrize("end", [0, -1])
 @pytest.mark.parametrize("search", ["recipe", "fast", "best"])
-def test_every_key_a_recipe_search_tries_is_a_key_of_the_run(search: str, tmp_path: Path) -> None:
-    """A misspelt key would fail every trial; here each one gets a value from its range and the run is built."""
+def test_every_key_a_recipe_search_tries_is_a_key_of_the_run(search: str, end: int, tmp_path: Path) -> None:
+    """A misspelt key would fail every trial; here each gets its range's first or last value and the run is built."""
     params = compose_config("train", f"hparams_search={search}", return_hydra_config=True).hydra.sweeper.params
-    overrides = []
-    for key, distribution in params.items():
-        value = distribution.choices[-1] if "choices" in distribution else distribution.high
-        overrides.append(f"{key}={value}")
+    values = {
+        key: spec.choices[end] if "choices" in spec else (spec.low, spec.high)[end] for key, spec in params.items()
+    }
+    overrides = [f"{key}={value}" for key, value in values.items()]
     cfg = compose_config("train", f"hparams_search={search}", *overrides, f"paths.output_dir={tmp_path}")
-    for override in overrides:
-        key, value = override.split("=")
+    for key, value in values.items():
         if "." in key:  # not a config group (optimizer, scheduler, callbacks), whose choice is its options' keys
-            assert OmegaConf.select(cfg, key) == yaml.safe_load(value), key
+            assert OmegaConf.select(cfg, key) == value, key
     assert cfg.test is False and cfg.data.augmentation.flip_p == 0
-    elastic = params["data.augmentation.elastic_alpha"].choices[-1]
+    elastic = params["data.augmentation.elastic_alpha"].choices[end]
     assert build_datamodule(cfg).augmentation.elastic_alpha == elastic
     build_module(cfg)  # optimizer and schedule built and rehearsed with these values
 
@@ -156,6 +155,9 @@ def test_experiment_fast_keeps_the_budget_its_search_fixed(tmp_path: Path) -> No
     assert {"trainer.max_epochs", "trainer.precision", "data.batch_size"} <= fixed.keys()
     for key, value in fixed.items():
         assert OmegaConf.select(preset, key) == value, key
+    assert preset.optimizer._target_ == compose_config("train", "optimizer=adamw").optimizer._target_
+    assert preset.scheduler._target_ == compose_config("train", "scheduler=onecycle").scheduler._target_
+    assert "ema" not in preset.callbacks  # the trial's decay was 0: no average
 
 
 @pytest.mark.slow

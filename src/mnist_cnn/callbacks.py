@@ -133,7 +133,7 @@ class EMAWeightAveraging(LightningEMAWeightAveraging):
     is the average, stays.
 
     The average is updated with torch's `get_ema_multi_avg_fn` (one `_foreach_lerp_` over all the weights)
-    rather than Lightning's per-tensor `avg_fn`: the same average up to rounding, at about half the cost per
+    rather than Lightning's per-tensor `avg_fn`: the same average up to rounding, at under half the cost per
     update (benchmarks/options.py). Unlike Lightning's class, it takes no further `AveragedModel` arguments.
     """
 
