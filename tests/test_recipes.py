@@ -11,6 +11,7 @@ from helpers import compose_best_experiment
 from lightning.pytorch.demos.boring_classes import BoringModel
 from omegaconf import OmegaConf
 
+import mnist_cnn.train
 from mnist_cnn.callbacks import EMAWeightAveraging
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError
@@ -78,6 +79,27 @@ def test_a_resumed_run_averages_on_as_if_never_stopped(ema_run_dir: Path, mnist_
     assert resumed["global_step"] == straight["global_step"]
     for key in ("state_dict", "current_model_state"):  # the average and the weights it averages
         assert same_weights(net_weights(resumed[key]), net_weights(straight[key])), key
+
+
+class WeightsAtTrainStart(L.Callback):
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.weights = {name: value.detach().clone() for name, value in pl_module.net.state_dict().items()}
+
+
+def test_a_new_run_from_an_averaged_checkpoint_without_averaging_trains_on_from_the_raw_weights(
+    ema_run_dir: Path, mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning alone would start from the average, paired with the optimizer state of the raw weights."""
+    recorder, build_trainer = WeightsAtTrainStart(), mnist_cnn.train.build_trainer
+    monkeypatch.setattr(
+        mnist_cnn.train, "build_trainer", lambda cfg, extra_callbacks: build_trainer(cfg, [*extra_callbacks, recorder])
+    )
+    source = ema_run_dir / "checkpoints" / "last.ckpt"
+    overrides = [f"paths.data_dir={mnist_root}", f"paths.output_dir={tmp_path}", f"ckpt_path={source}"]
+    train(compose_config("train", *FAST, *overrides, "trainer.max_epochs=3"))
+    checkpoint = load(source)
+    assert same_weights(recorder.weights, net_weights(checkpoint["current_model_state"]))
+    assert not same_weights(recorder.weights, net_weights(checkpoint["state_dict"]))
 
 
 class WeightsAfterEachStep(L.Callback):

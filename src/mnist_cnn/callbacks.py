@@ -5,7 +5,7 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMAWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
@@ -53,6 +53,7 @@ class DivergenceGuard(Callback):
 
 RNG_STATE_KEY = "rng_states"
 TRAIN_SECONDS_KEY = "train_seconds"
+WEIGHT_AVERAGING_RAW_KEY = "current_model_state"  # where Lightning's WeightAveraging keeps the trained weights
 
 
 class CheckpointContinuity(Callback):
@@ -61,7 +62,8 @@ class CheckpointContinuity(Callback):
     Every checkpoint gets torch's RNG state (it drives shuffling) and the seconds trained so far. Resuming
     (`resume=...`) restores both, so a run continues exactly as if never stopped. A new run from a checkpoint
     (`ckpt_path=...`) keeps its own seed and clock, and starts its own record of the best validation accuracy
-    and best checkpoint: what it reports is about its own epochs, not the source run's.
+    and best checkpoint: what it reports is about its own epochs, not the source run's. Either way, a
+    checkpoint of a run with weight averaging, fitted on without it, trains on from its raw weights.
     """
 
     def __init__(self, resuming: bool) -> None:
@@ -73,6 +75,7 @@ class CheckpointContinuity(Callback):
         if trainer.state.fn != TrainerFn.FITTING:
             return  # loading weights to test must not touch the caller's random state
         check_schedule_length(checkpoint, trainer)
+        train_on_from_raw_weights(checkpoint, trainer, pl_module)
         if not self.resuming:
             return
         self.seconds_before = float(checkpoint.get(TRAIN_SECONDS_KEY) or 0.0)
@@ -106,6 +109,23 @@ class CheckpointContinuity(Callback):
         device = trainer.strategy.root_device
         if device.type == "cuda":
             checkpoint[RNG_STATE_KEY]["cuda"] = torch.cuda.get_rng_state(device)
+
+
+def train_on_from_raw_weights(checkpoint: dict, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    """A checkpoint of a run with weight averaging, fitted on without it: train on from its raw weights.
+
+    Such a checkpoint's `state_dict` is the average; the weights that were being trained, which its optimizer
+    state belongs to, are under `current_model_state`. Lightning's averaging callback swaps them back; without
+    it Lightning would train on from the average with the raw weights' optimizer state.
+    """
+    raw = checkpoint.get(WEIGHT_AVERAGING_RAW_KEY)
+    if raw is None or any(isinstance(callback, WeightAveraging) for callback in trainer.callbacks):
+        return
+    pl_module.load_state_dict(raw)
+    log.info(
+        "the checkpoint holds an average of the weights; without an averaging callback (callbacks=[default,ema]) "
+        "this run trains on from the raw weights it averaged, which the optimizer state belongs to"
+    )
 
 
 def check_schedule_length(checkpoint: dict, trainer: L.Trainer) -> None:
