@@ -96,7 +96,8 @@ def test_a_new_run_from_an_averaged_checkpoint_without_averaging_trains_on_from_
     )
     source = ema_run_dir / "checkpoints" / "last.ckpt"
     overrides = [f"paths.data_dir={mnist_root}", f"paths.output_dir={tmp_path}", f"ckpt_path={source}"]
-    train(compose_config("train", *FAST, *overrides, "trainer.max_epochs=3"))
+    with torch.random.fork_rng(devices=[]):
+        train(compose_config("train", *FAST, *overrides, "trainer.max_epochs=3"))
     checkpoint = load(source)
     assert same_weights(recorder.weights, net_weights(checkpoint["current_model_state"]))
     assert not same_weights(recorder.weights, net_weights(checkpoint["state_dict"]))

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveragi
 from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMAWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -122,9 +123,9 @@ def train_on_from_raw_weights(checkpoint: dict, trainer: L.Trainer, pl_module: L
     if raw is None or any(isinstance(callback, WeightAveraging) for callback in trainer.callbacks):
         return
     pl_module.load_state_dict(raw)
-    log.info(
-        "the checkpoint holds an average of the weights; without an averaging callback (callbacks=[default,ema]) "
-        "this run trains on from the raw weights it averaged, which the optimizer state belongs to"
+    rank_zero_info(
+        "the checkpoint holds an average of the weights; without an averaging callback (callbacks.ema) this run "
+        "trains on from the raw weights it averaged, which the optimizer state belongs to"
     )
 
 
