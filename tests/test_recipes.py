@@ -12,10 +12,10 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from omegaconf import OmegaConf
 
 import mnist_cnn.train
-from mnist_cnn.callbacks import EMAWeightAveraging
+from mnist_cnn.callbacks import EMAWeightAveraging, SWAWeightAveraging
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.runner import build_datamodule, describe_augmentation
+from mnist_cnn.runner import build_datamodule, build_trainer, describe_augmentation
 from mnist_cnn.train import build_module, train
 
 EMA = ["callbacks=[default,ema]", "callbacks.ema.decay=0.5", "trainer.deterministic=true"]
@@ -130,6 +130,51 @@ def test_the_average_is_an_exponential_moving_average_of_each_steps_weights() ->
     torch.testing.assert_close(model.layer.weight, expected)  # the average is put in the module when fit ends
 
 
+def boring_fit(*callbacks: L.Callback, **trainer_args: object) -> tuple[L.Trainer, BoringModel]:
+    trainer = L.Trainer(
+        callbacks=list(callbacks), logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, **trainer_args,
+    )  # fmt: skip
+    model = BoringModel()
+    trainer.fit(model)
+    return trainer, model
+
+
+class WeightsAtValidation(WeightsAfterEachStep):
+    def __init__(self) -> None:
+        super().__init__()
+        self.at_validation: list[torch.Tensor] = []
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.at_validation.append(pl_module.layer.weight.detach().clone())
+
+
+@pytest.mark.parametrize("averaging", ["ema", "swa"])
+def test_before_its_first_update_the_average_is_the_trained_weights(averaging: str, tmp_path: Path) -> None:
+    """Lightning's average is a copy of the untrained model until its first update (Lightning issue #21724)."""
+    never = EMAWeightAveraging(update_starting_at_step=10**6) if averaging == "ema" else SWAWeightAveraging(10**6)
+    recorder = WeightsAtValidation()
+    trainer, model = boring_fit(never, recorder, max_epochs=2, limit_train_batches=2, limit_val_batches=1)
+    first_epoch_end, last_step = recorder.weights[1], recorder.weights[-1]
+    assert len(recorder.at_validation) == 2 and not torch.equal(first_epoch_end, last_step)
+    assert torch.equal(recorder.at_validation[0], first_epoch_end)  # validated: the weights being trained
+    assert torch.equal(model.layer.weight, last_step)  # and kept when the fit ends
+    trainer.save_checkpoint(tmp_path / "never.ckpt")
+    saved = load(tmp_path / "never.ckpt")
+    assert torch.equal(saved["state_dict"]["layer.weight"], last_step)
+    assert torch.equal(saved["current_model_state"]["layer.weight"], last_step)
+
+
+def test_stochastic_weight_averaging_is_the_plain_mean_of_the_steps_from_its_start_epoch() -> None:
+    recorder = WeightsAtValidation()
+    swa = SWAWeightAveraging(start_epoch=1)
+    _, model = boring_fit(swa, recorder, max_epochs=3, limit_train_batches=2, limit_val_batches=1)
+    assert len(recorder.weights) == 6 and int(swa._average_model.n_averaged) == 4
+    assert torch.equal(recorder.at_validation[0], recorder.weights[1])  # epoch 0: before the average starts
+    torch.testing.assert_close(recorder.at_validation[1], torch.stack(recorder.weights[2:4]).mean(0))
+    torch.testing.assert_close(model.layer.weight, torch.stack(recorder.weights[2:]).mean(0))
+
+
 def test_label_smoothing_changes_the_training_loss_only() -> None:
     net = {"_target_": "mnist_cnn.cnn.ConvolutionalMNISTClassifier"}
     optimizer = {"_target_": "torch.optim.Adam", "lr": 1e-3}
@@ -231,3 +276,12 @@ def test_a_run_saved_before_label_smoothing_and_compile_existed_still_builds(tmp
 def test_bad_recipe_values_fail_before_training(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         build_module(compose_config("train", override, f"paths.output_dir={tmp_path}"))
+
+
+def test_two_averages_of_the_weights_at_once_fail_before_training(tmp_path: Path) -> None:
+    """`experiment=best` brings an EMA; adding `callbacks=[default,swa]` keeps it, and both would swap weights."""
+    cfg = compose_config("train", "experiment=best", "callbacks=[default,swa]", f"paths.output_dir={tmp_path}")
+    with pytest.raises(ConfigError, match=re.escape("one average of the weights at a time, got ema and swa")):
+        build_trainer(cfg)
+    cfg.callbacks.ema = None
+    assert sum(isinstance(callback, SWAWeightAveraging) for callback in build_trainer(cfg).callbacks) == 1

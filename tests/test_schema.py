@@ -84,6 +84,7 @@ WRONG_TYPES = [
     ("callbacks", "progress_bar", "callbacks.progress_bar.refresh_rate=fast", "callbacks.progress_bar.refresh_rate"),
     ("callbacks", "insight", "callbacks.insight.embeddings=many", "callbacks.insight.embeddings"),
     ("callbacks", "ema", "callbacks.ema.decay=slow", "callbacks.ema.decay"),
+    ("callbacks", "swa", "callbacks.swa.start_epoch=late", "callbacks.swa.start_epoch"),
 ]
 
 # (group, option, override of a key the schema lacks, the full key the error must name).
@@ -126,6 +127,7 @@ UNKNOWN_KEYS = [
     ("callbacks", "progress_bar", "callbacks.progress_bar.refresh=5", "callbacks.progress_bar.refresh"),
     ("callbacks", "insight", "callbacks.insight.mistake=8", "callbacks.insight.mistake"),
     ("callbacks", "ema", "callbacks.ema.decays=0.9", "callbacks.ema.decays"),
+    ("callbacks", "swa", "callbacks.swa.start=3", "callbacks.swa.start"),
 ]
 
 

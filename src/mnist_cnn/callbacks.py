@@ -145,13 +145,48 @@ def check_schedule_length(checkpoint: dict, trainer: L.Trainer) -> None:
             )
 
 
-class EMAWeightAveraging(LightningEMAWeightAveraging):
-    """Lightning's EMA of the weights, which keeps the average when a checkpoint is loaded to test or predict.
+class AverageOnceUpdated(WeightAveraging):
+    """Lightning's weight averaging, with two fixes: no average before its first update; the average kept to test.
 
-    Lightning's callback, once it holds an average (from the fit), puts a checkpoint's raw training weights
-    back into the module on every load, also `trainer.test(ckpt_path=best)` after the fit: the test would then
-    score the weights the average was meant to replace. Outside fitting the checkpoint's `state_dict`, which
-    is the average, stays.
+    Before the first update (a delayed start: `update_starting_at_step`, `update_starting_at_epoch`) Lightning's
+    average is the copy of the untrained model it made at setup, and it validates, checkpoints and finally
+    exports that copy (Lightning issue #21724). Here, until the first update, validation, checkpoints and the
+    end of the fit use the weights being trained.
+
+    Once it holds an average, Lightning's callback also puts a checkpoint's raw training weights back into the
+    module on every load, `trainer.test(ckpt_path=best)` after the fit included: the test would then score the
+    weights the average was meant to replace. Outside fitting the checkpoint's `state_dict`, the average, stays.
+    """
+
+    def averaged(self) -> bool:
+        """Whether the average has been updated at least once (it is only a copy of the initial model before)."""
+        return self._average_model is not None and int(self._average_model.n_averaged) > 0
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.averaged():  # no update happens during validation: the swap back below sees the same answer
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.averaged():
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.averaged():
+            super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self._average_model is not None and not self.averaged():
+            # The first update copies the weights anyway, so until then the average may as well be them.
+            self._average_model.module.load_state_dict(pl_module.state_dict())
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+class EMAWeightAveraging(AverageOnceUpdated, LightningEMAWeightAveraging):
+    """Lightning's exponential moving average of the weights, with `AverageOnceUpdated`'s fixes and a cheaper update.
 
     The average is updated with torch's `get_ema_multi_avg_fn` (one `_foreach_lerp_` over all the weights)
     rather than Lightning's per-tensor `avg_fn`: the same average up to rounding, at under half the cost per
@@ -178,6 +213,26 @@ class EMAWeightAveraging(LightningEMAWeightAveraging):
         # Lightning hands AveragedModel a per-tensor avg_fn, which excludes a multi_avg_fn: replaced here.
         self._kwargs = {"multi_avg_fn": get_ema_multi_avg_fn(decay)}
 
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        if trainer.state.fn == TrainerFn.FITTING:
-            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+class SWAWeightAveraging(AverageOnceUpdated):
+    """Stochastic weight averaging (Izmailov et al. 2018): the plain mean of the weights after every optimizer step
+    from epoch `start_epoch` (counted from 0) on, with `AverageOnceUpdated`'s fixes.
+
+    Lightning's `WeightAveraging` averages equally when given no averaging function; only when is ours.
+    Lightning's older `StochasticWeightAveraging` callback would not do here: it averages once per epoch and
+    replaces the lr schedule, and its average reaches the module only when the fit ends, never validation or a
+    checkpoint, so the test of the best checkpoint would not see it.
+    """
+
+    def __init__(
+        self, start_epoch: int = 3, device: torch.device | str | int | None = None, use_buffers: bool = True
+    ) -> None:
+        super().__init__(device=device, use_buffers=use_buffers)
+        self.start_epoch = start_epoch
+        self._epoch = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch = trainer.current_epoch
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and self._epoch >= self.start_epoch

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
@@ -53,10 +54,16 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     # In config order: the first ModelCheckpoint (`model_checkpoint`) is the one whose best model is tested.
     chosen = cfg.get("callbacks") or {}
-    callbacks = [
-        instantiate(chosen[name]) for name in chosen if not OmegaConf.is_missing(chosen, name) and chosen[name]
-    ]
-    callbacks += extra_callbacks
+    named = {
+        name: instantiate(chosen[name]) for name in chosen if not OmegaConf.is_missing(chosen, name) and chosen[name]
+    }
+    averages = [name for name, callback in named.items() if isinstance(callback, WeightAveraging)]
+    if len(averages) > 1:  # each would swap its own average into the same module
+        raise ConfigError(
+            f"callbacks: one average of the weights at a time, got {' and '.join(averages)}; "
+            f"set the others to null (callbacks.{averages[0]}=null)"
+        )
+    callbacks = [*named.values(), *extra_callbacks]
     if cfg.get("robustness"):
         callbacks.append(RobustnessCheck(cfg.paths.output_dir))
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])

@@ -347,6 +347,15 @@ class EMAConfig:
 
 
 @dataclass
+class SWAConfig:
+    """`mnist_cnn.callbacks.SWAWeightAveraging`: Lightning's plain (stochastic) weight averaging, from an epoch on."""
+
+    _target_: str = "mnist_cnn.callbacks.SWAWeightAveraging"
+    start_epoch: int = 3
+    use_buffers: bool = True
+
+
+@dataclass
 class CallbacksConfig:
     """callbacks=...: each option fills some of these slots; an unfilled or null slot adds no callback.
 
@@ -363,6 +372,7 @@ class CallbacksConfig:
     optuna_pruning: OptunaPruningConfig | None = MISSING
     insight: InsightConfig | None = MISSING
     ema: EMAConfig | None = MISSING
+    swa: SWAConfig | None = MISSING
 
 
 # paths
@@ -378,7 +388,7 @@ class PathsConfig:
 
 # Each fills its slots of the one CallbacksConfig, so that `callbacks=default` can merge several of them.
 CALLBACK_OPTIONS = ("default", "none", "model_checkpoint", "last_checkpoint", "periodic_checkpoint", "lr_monitor")
-CALLBACK_OPTIONS += ("model_summary", "progress_bar", "insight", "ema")
+CALLBACK_OPTIONS += ("model_summary", "progress_bar", "insight", "ema", "swa")
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {
