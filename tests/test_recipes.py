@@ -19,6 +19,7 @@ from mnist_cnn.runner import build_datamodule, build_trainer, describe_augmentat
 from mnist_cnn.train import build_module, train
 
 EMA = ["callbacks=[default,ema]", "callbacks.ema.decay=0.5", "trainer.deterministic=true"]
+SWA = ["callbacks=[default,swa]", "callbacks.swa.start_epoch=1", "trainer.deterministic=true"]
 
 
 def load(path: Path) -> dict:
@@ -33,9 +34,9 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
 
-def ema_run(mnist_root: Path, run_dir: Path, *overrides: str) -> Path:
+def averaging_run(mnist_root: Path, run_dir: Path, *overrides: str, averaging: list[str] = EMA) -> Path:
     cfg = compose_config(
-        "train", *FAST, *EMA, f"paths.data_dir={mnist_root}", f"paths.output_dir={run_dir}", *overrides
+        "train", *FAST, *averaging, f"paths.data_dir={mnist_root}", f"paths.output_dir={run_dir}", *overrides
     )
     with torch.random.fork_rng(devices=[]):
         train(cfg)
@@ -44,7 +45,7 @@ def ema_run(mnist_root: Path, run_dir: Path, *overrides: str) -> Path:
 
 @pytest.fixture(scope="module")
 def ema_run_dir(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ema_run(mnist_root, tmp_path_factory.mktemp("ema"), "trainer.max_epochs=2")
+    return averaging_run(mnist_root, tmp_path_factory.mktemp("ema"), "trainer.max_epochs=2")
 
 
 def test_checkpoints_hold_the_average_and_the_raw_weights_apart(ema_run_dir: Path) -> None:
@@ -65,7 +66,7 @@ def test_lightnings_own_callback_tests_the_raw_weights(mnist_root: Path, tmp_pat
     When Lightning changes this, this test fails, and our subclass can go.
     """
     stock = "callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging"
-    run_dir = ema_run(mnist_root, tmp_path, "trainer.max_epochs=2", stock)
+    run_dir = averaging_run(mnist_root, tmp_path, "trainer.max_epochs=2", stock)
     best = load(Path(metrics_of(run_dir)["checkpoint"]))
     exported = torch.load(run_dir / "mnist_classifier.pth", weights_only=True)
     assert same_weights(exported, net_weights(best["current_model_state"]))
@@ -73,12 +74,25 @@ def test_lightnings_own_callback_tests_the_raw_weights(mnist_root: Path, tmp_pat
 
 
 def test_a_resumed_run_averages_on_as_if_never_stopped(ema_run_dir: Path, mnist_root: Path, tmp_path: Path) -> None:
-    ema_run(mnist_root, tmp_path, "trainer.max_epochs=1")
-    ema_run(mnist_root, tmp_path, "trainer.max_epochs=2", "resume=true")
+    averaging_run(mnist_root, tmp_path, "trainer.max_epochs=1")
+    averaging_run(mnist_root, tmp_path, "trainer.max_epochs=2", "resume=true")
     resumed, straight = (load(run / "checkpoints" / "last.ckpt") for run in (tmp_path, ema_run_dir))
     assert resumed["global_step"] == straight["global_step"]
     for key in ("state_dict", "current_model_state"):  # the average and the weights it averages
         assert same_weights(net_weights(resumed[key]), net_weights(straight[key])), key
+
+
+def test_a_resumed_swa_run_averages_on_as_if_never_stopped(mnist_root: Path, tmp_path: Path) -> None:
+    """Stopped at the end of epoch 0, before its average starts, and resumed: the same mean of the same steps."""
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    averaging_run(mnist_root, straight, "trainer.max_epochs=2", averaging=SWA)
+    averaging_run(mnist_root, stopped, "trainer.max_epochs=1", averaging=SWA)
+    averaging_run(mnist_root, stopped, "trainer.max_epochs=2", "resume=true", averaging=SWA)
+    resumed, whole = (load(run / "checkpoints" / "last.ckpt") for run in (stopped, straight))
+    assert int(resumed["averaging_state"]["n_averaged"]) == int(whole["averaging_state"]["n_averaged"]) > 0
+    for key in ("state_dict", "current_model_state"):
+        assert same_weights(net_weights(resumed[key]), net_weights(whole[key])), key
+    assert not same_weights(net_weights(whole["state_dict"]), net_weights(whole["current_model_state"]))
 
 
 class WeightsAtTrainStart(L.Callback):
