@@ -8,6 +8,8 @@ import pytest
 import torch
 from conftest import FAST, compose_config, metrics_of, run_cli
 from helpers import compose_best_experiment
+from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMAWeightAveraging
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 from omegaconf import OmegaConf
 
@@ -159,6 +161,9 @@ class WeightsAtValidation(WeightsAfterEachStep):
         super().__init__()
         self.at_validation: list[torch.Tensor] = []
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.initial = pl_module.layer.weight.detach().clone()
+
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.at_validation.append(pl_module.layer.weight.detach().clone())
 
@@ -177,6 +182,15 @@ def test_before_its_first_update_the_average_is_the_trained_weights(averaging: s
     saved = load(tmp_path / "never.ckpt")
     assert torch.equal(saved["state_dict"]["layer.weight"], last_step)
     assert torch.equal(saved["current_model_state"]["layer.weight"], last_step)
+
+
+def test_lightnings_own_average_validates_the_untrained_model_before_its_first_update() -> None:
+    """Lightning issue #21724, why `AverageOnceUpdated` exists: when Lightning fixes it, this fails."""
+    recorder = WeightsAtValidation()
+    stock = LightningEMAWeightAveraging(update_starting_at_step=10**6)
+    boring_fit(stock, recorder, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    assert torch.equal(recorder.at_validation[0], recorder.initial)
+    assert not torch.equal(recorder.initial, recorder.weights[-1])
 
 
 def test_stochastic_weight_averaging_is_the_plain_mean_of_the_steps_from_its_start_epoch() -> None:
@@ -290,6 +304,28 @@ def test_a_run_saved_before_label_smoothing_and_compile_existed_still_builds(tmp
 def test_bad_recipe_values_fail_before_training(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         build_module(compose_config("train", override, f"paths.output_dir={tmp_path}"))
+
+
+def swa_fit(checkpoints: Path, ckpt_path: Path | None = None) -> tuple[SWAWeightAveraging, BoringModel]:
+    """3 epochs of 4 steps, averaged from epoch 1 on, with a checkpoint every 6 steps (mid-epoch 1)."""
+    L.seed_everything(0)
+    swa = SWAWeightAveraging(start_epoch=1)
+    every_6 = ModelCheckpoint(checkpoints, filename="step_{step}", every_n_train_steps=6, save_top_k=-1, monitor=None)
+    trainer = L.Trainer(
+        callbacks=[swa, every_6], logger=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, max_epochs=3, limit_train_batches=4, limit_val_batches=1,
+    )  # fmt: skip
+    model = BoringModel()
+    trainer.fit(model, ckpt_path=ckpt_path)
+    return swa, model
+
+
+def test_an_swa_run_resumed_mid_epoch_averages_the_same_steps(tmp_path: Path) -> None:
+    """Lightning skips `on_train_epoch_start` when it resumes mid-epoch: the average must still count that epoch."""
+    whole, _ = swa_fit(tmp_path / "straight")
+    resumed, _ = swa_fit(tmp_path / "resumed", ckpt_path=tmp_path / "straight" / "step_step=6.ckpt")
+    # BoringModel's loader cannot resume mid-epoch (ours can), so the batches differ; the count must not.
+    assert int(resumed._average_model.n_averaged) == int(whole._average_model.n_averaged) == 8
 
 
 def test_two_averages_of_the_weights_at_once_fail_before_training(tmp_path: Path) -> None:

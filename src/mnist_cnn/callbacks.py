@@ -2,6 +2,7 @@
 
 import logging
 import time
+from typing import Any
 
 import lightning as L
 import torch
@@ -124,8 +125,8 @@ def train_on_from_raw_weights(checkpoint: dict, trainer: L.Trainer, pl_module: L
         return
     pl_module.load_state_dict(raw)
     rank_zero_info(
-        "the checkpoint holds an average of the weights; without an averaging callback (callbacks.ema) this run "
-        "trains on from the raw weights it averaged, which the optimizer state belongs to"
+        "the checkpoint holds an average of the weights; without an averaging callback (callbacks.ema or .swa) "
+        "this run trains on from the raw weights it averaged, which the optimizer state belongs to"
     )
 
 
@@ -148,7 +149,7 @@ def check_schedule_length(checkpoint: dict, trainer: L.Trainer) -> None:
 class AverageOnceUpdated(WeightAveraging):
     """Lightning's weight averaging, with two fixes: no average before its first update; the average kept to test.
 
-    Before the first update (a delayed start: `update_starting_at_step`, `update_starting_at_epoch`) Lightning's
+    Before the first update (a delayed start: `update_starting_at_step`, SWAWeightAveraging's `start_epoch`) Lightning's
     average is the copy of the untrained model it made at setup, and it validates, checkpoints and finally
     exports that copy (Lightning issue #21724). Here, until the first update, validation, checkpoints and the
     end of the fit use the weights being trained.
@@ -231,8 +232,10 @@ class SWAWeightAveraging(AverageOnceUpdated):
         self.start_epoch = start_epoch
         self._epoch = 0
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        # Set here, not at epoch start: Lightning skips that hook when a run resumes mid-epoch.
         self._epoch = trainer.current_epoch
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and self._epoch >= self.start_epoch
