@@ -149,9 +149,9 @@ def check_schedule_length(checkpoint: dict, trainer: L.Trainer) -> None:
 class AverageOnceUpdated(WeightAveraging):
     """Lightning's weight averaging, with two fixes: no average before its first update; the average kept to test.
 
-    Before the first update (a delayed start: `update_starting_at_step`, SWAWeightAveraging's `start_epoch`) Lightning's
-    average is the copy of the untrained model it made at setup, and it validates, checkpoints and finally
-    exports that copy (Lightning issue #21724). Here, until the first update, validation, checkpoints and the
+    Before the first update (a delayed start: `update_starting_at_step`, or SWAWeightAveraging's `start_epoch`)
+    Lightning's average is the copy of the untrained model it made at setup, and it validates, checkpoints and
+    finally exports that copy (Lightning issue #21724). Here, until the first update, validation, checkpoints and the
     end of the fit use the weights being trained.
 
     Once it holds an average, Lightning's callback also puts a checkpoint's raw training weights back into the
@@ -219,7 +219,7 @@ class SWAWeightAveraging(AverageOnceUpdated):
     """Stochastic weight averaging (Izmailov et al. 2018): the plain mean of the weights after every optimizer step
     from epoch `start_epoch` (counted from 0) on, with `AverageOnceUpdated`'s fixes.
 
-    Lightning's `WeightAveraging` averages equally when given no averaging function; only when is ours.
+    Lightning's `WeightAveraging` averages equally when given no averaging function; this class only says when.
     Lightning's older `StochasticWeightAveraging` callback would not do here: it averages once per epoch and
     replaces the lr schedule, and its average reaches the module only when the fit ends, never validation or a
     checkpoint, so the test of the best checkpoint would not see it.
