@@ -127,16 +127,23 @@ class WeightsAfterEachStep(L.Callback):
         self.weights.append(pl_module.layer.weight.detach().clone())
 
 
+def boring_fit(
+    *callbacks: L.Callback, ckpt_path: Path | None = None, **trainer_args: object
+) -> tuple[L.Trainer, BoringModel]:
+    """Lightning's BoringModel fitted quietly with `callbacks`; no checkpoints unless `trainer_args` ask for them."""
+    settings = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    settings |= {"enable_model_summary": False, "num_sanity_val_steps": 0, **trainer_args}
+    trainer = L.Trainer(callbacks=list(callbacks), **settings)
+    model = BoringModel()
+    trainer.fit(model, ckpt_path=ckpt_path)
+    return trainer, model
+
+
 def test_the_average_is_an_exponential_moving_average_of_each_steps_weights() -> None:
     """Our callback averages with torch's one-call foreach update; the result is still the textbook EMA."""
     recorder, decay = WeightsAfterEachStep(), 0.6
     ema = EMAWeightAveraging(decay=decay)
-    trainer = L.Trainer(
-        max_steps=4, callbacks=[ema, recorder], logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
-    model = BoringModel()
-    trainer.fit(model)
+    _, model = boring_fit(ema, recorder, max_steps=4)
     average = ema._average_model
     assert average.avg_fn is None and average.multi_avg_fn is not None  # torch's foreach update, not Lightning's
     expected = recorder.weights[0]  # the first update copies the weights
@@ -144,16 +151,6 @@ def test_the_average_is_an_exponential_moving_average_of_each_steps_weights() ->
         expected = decay * expected + (1 - decay) * weights
     assert len(recorder.weights) == 4 and not torch.equal(recorder.weights[-1], expected)
     torch.testing.assert_close(model.layer.weight, expected)  # the average is put in the module when fit ends
-
-
-def boring_fit(*callbacks: L.Callback, **trainer_args: object) -> tuple[L.Trainer, BoringModel]:
-    trainer = L.Trainer(
-        callbacks=list(callbacks), logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, **trainer_args,
-    )  # fmt: skip
-    model = BoringModel()
-    trainer.fit(model)
-    return trainer, model
 
 
 class WeightsAtValidation(WeightsAfterEachStep):
@@ -311,12 +308,10 @@ def swa_fit(checkpoints: Path, ckpt_path: Path | None = None) -> tuple[SWAWeight
     L.seed_everything(0)
     swa = SWAWeightAveraging(start_epoch=1)
     every_6 = ModelCheckpoint(checkpoints, filename="step_{step}", every_n_train_steps=6, save_top_k=-1, monitor=None)
-    trainer = L.Trainer(
-        callbacks=[swa, every_6], logger=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, max_epochs=3, limit_train_batches=4, limit_val_batches=1,
+    _, model = boring_fit(
+        swa, every_6, ckpt_path=ckpt_path, enable_checkpointing=True,
+        max_epochs=3, limit_train_batches=4, limit_val_batches=1,
     )  # fmt: skip
-    model = BoringModel()
-    trainer.fit(model, ckpt_path=ckpt_path)
     return swa, model
 
 
