@@ -4,7 +4,8 @@
 
 1. Each validation epoch: the whole MetricCollection (accuracy, macro F1, calibration error, per-class numbers)
    against accuracy alone, updated batch by batch over the validation set's predictions and computed once,
-   beside the model's forward pass over the same images (what a validation epoch costs anyway).
+   beside the model's forward pass over the same images (what a validation epoch costs anyway), and the
+   confusion figure drawn into a TensorBoard event file.
 2. Once per test: `mnist-cnn-eval` with `callbacks.insight` on and off (mistakes, PR curves, embedding,
    reliability diagram), alternated, the median of `--repeats` each.
 """
@@ -19,11 +20,14 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from results import save_results
-from torchmetrics.classification import MulticlassAccuracy
+from torch.utils.tensorboard import SummaryWriter
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 from torchvision.datasets import MNIST
 from torchvision.transforms import v2
 
+from mnist_cnn.confusion import confusion_figure
 from mnist_cnn.eval import evaluate
+from mnist_cnn.images import DIGITS
 from mnist_cnn.metrics import stage_metrics
 from mnist_cnn.runner import CONFIG_DIR
 from mnist_cnn.trained import classifier_from_checkpoint
@@ -62,11 +66,18 @@ def validation_costs(args: argparse.Namespace) -> dict[str, float]:
 
         return work
 
-    return {
-        "forward": seconds(forward, args.repeats),
-        "accuracy only": seconds(measure(lambda: MulticlassAccuracy(10, average="micro")), args.repeats),
-        "metric collection": seconds(measure(lambda: stage_metrics("val", 10)), args.repeats),
-    }
+    counts = MulticlassConfusionMatrix(10)(probabilities.argmax(dim=1), labels)
+    with tempfile.TemporaryDirectory() as folder, SummaryWriter(folder) as writer:
+
+        def draw_confusion() -> None:  # what ConfusionFigures does after each validation epoch
+            writer.add_figure("val/confusion_matrix", confusion_figure(counts, "val", DIGITS), global_step=0)
+
+        return {
+            "forward": seconds(forward, args.repeats),
+            "accuracy only": seconds(measure(lambda: MulticlassAccuracy(10, average="micro")), args.repeats),
+            "metric collection": seconds(measure(lambda: stage_metrics("val", 10)), args.repeats),
+            "confusion figure": seconds(draw_confusion, args.repeats),
+        }
 
 
 def test_costs(args: argparse.Namespace) -> dict[str, float]:
@@ -102,6 +113,8 @@ def main() -> None:
             f"| accuracy alone, per validation epoch | {validation['accuracy only']:.3f} | |",
             f"| the whole MetricCollection, per validation epoch | {validation['metric collection']:.3f} | "
             f"+{extra:.3f} s, {extra / validation['forward']:.0%} of the forward pass |",
+            f"| the confusion figure, drawn into TensorBoard | {validation['confusion figure']:.3f} | "
+            "per validation epoch |",
             f"| mnist-cnn-eval, insight off | {test['insight off']:.2f} | |",
             f"| mnist-cnn-eval, insight on | {test['insight on']:.2f} | "
             f"+{test['insight on'] - test['insight off']:.2f} s, once per test |",

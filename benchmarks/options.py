@@ -3,11 +3,11 @@
     python benchmarks/options.py --data-dir ../shared/data
 
 Parts: the training step (memory layout, Adam implementation, torch.compile with its compile time,
-thread count), what Lightning adds per step, batch augmentation (ours against per-image alternatives, and
-our sampling grid and elastic blur against torch's and torchvision's), the update of an EMA of the weights,
-evaluation batch size, and the classic PIL loader's worker count. Each figure is the median of
-interleaved repeats, because timings on a shared machine drift; compare rows within one part of one run,
-not across runs.
+thread count), what Lightning adds per step, batch augmentation (ours against per-image alternatives, our
+sampling grid and elastic blur against torch's and torchvision's, and two cheaper-looking ways to sample
+that were not kept), the update of an EMA of the weights, evaluation batch size, and the classic PIL
+loader's worker count. Each figure is the median of interleaved repeats, because timings on a shared
+machine drift; compare rows within one part of one run, not across runs.
 """
 
 import argparse
@@ -27,7 +27,14 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.transforms import v2
 
-from mnist_cnn.augment import RandomAffine, gaussian_blur_matrix, normalize, sampling_grid, to_unit_float
+from mnist_cnn.augment import (
+    RandomAffine,
+    flip_rotate_matrices,
+    gaussian_blur_matrix,
+    normalize,
+    sampling_grid,
+    to_unit_float,
+)
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import ConvolutionalMNISTClassifier
 from mnist_cnn.datamodule import MNISTDataModule
@@ -141,6 +148,40 @@ def grid_options(repeats: int) -> None:
         "elastic field blur: ours, two 28x28 matrix products": lambda: blur @ field @ blur.T,
     }
     report(f"Augmentation pieces, batch of {BATCH}", median_ms(candidates, calls=20, repeats=repeats), "ms/batch")
+    sampling_options(repeats)
+
+
+def nearest_by_gather(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """`grid_sample(mode="nearest", padding_mode="zeros")` as index arithmetic and one gather (tried, not kept)."""
+    count, channels, height, width = images.shape
+    pixels = grid.add(1).mul_(torch.tensor([width, height], dtype=grid.dtype)).sub_(1).div_(2).round_()
+    x, y = pixels.unbind(-1)
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    flat = (y * width + x).long().where(inside, torch.full((), height * width, dtype=torch.long))
+    padded = F.pad(images.reshape(count, channels, height * width), (0, 1))  # the last pixel is the zero fill
+    return padded.gather(2, flat.view(count, 1, -1).expand(-1, channels, -1)).view(images.shape)
+
+
+def sampling_options(repeats: int) -> None:
+    """Two ways to make the default's augmentation cheaper that were measured and not kept."""
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(16 * BATCH, 1, 28, 28, generator=generator)
+    theta = flip_rotate_matrices(torch.rand(BATCH, generator=generator) * 20 - 10, torch.rand(BATCH) < 0.5)
+    grid = sampling_grid(theta, 28, 28)
+    chapter = RandomAffine(0.5, 10)
+    sampled = F.grid_sample(images[:BATCH], grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    assert torch.equal(nearest_by_gather(images[:BATCH], grid), sampled), "the gather must give grid_sample's pixels"
+    candidates = {
+        "nearest sampling: F.grid_sample (ours)": lambda: F.grid_sample(
+            images[:BATCH], grid, mode="nearest", padding_mode="zeros", align_corners=False
+        ),
+        "nearest sampling: rounded grid and one gather (same pixels)": lambda: nearest_by_gather(images[:BATCH], grid),
+        "the chapter's augmentation, 64 images a call (ours)": lambda: chapter(images[:BATCH]),
+        "the same, 1,024 images a call, per 64": lambda: chapter(images),
+    }
+    results = median_ms(candidates, calls=20, repeats=repeats)
+    results["the same, 1,024 images a call, per 64"] /= len(images) // BATCH
+    report(f"Sampling and batching, batch of {BATCH}", results, "ms/batch")
 
 
 def ema_options(repeats: int) -> None:

@@ -45,6 +45,7 @@ def test_options_benchmark_reports_every_part(mnist_root: Path, tmp_path: Path) 
         "Lightning's share",
         "Augmenting one batch",
         "Augmentation pieces",
+        "Sampling and batching",
         "Updating an EMA of the weights",
         "Inference",
         "Classic loader",
@@ -53,6 +54,7 @@ def test_options_benchmark_reports_every_part(mnist_root: Path, tmp_path: Path) 
     assert "channels_last + fused Adam (our default)" in stdout and "num_workers=2" in stdout
     assert "sampling grid: ours, one matrix product" in stdout and "(experiment=best)" in stdout
     assert "one foreach lerp (ours: get_ema_multi_avg_fn)" in stdout
+    assert "rounded grid and one gather (same pixels)" in stdout and "1,024 images a call, per 64" in stdout
 
 
 def test_sweep_threads_times_three_ways_of_running_one_sweep(mnist_root: Path, tmp_path: Path) -> None:
@@ -104,7 +106,7 @@ def test_insight_cost_times_the_metrics_and_the_pictures(tiny_run: Path, mnist_r
     stdout = run_script("insight_cost.py", *args, cwd=tmp_path)
     (folder,) = (tmp_path / "out").iterdir()
     raw = json.loads((folder / "results.json").read_text())
-    assert set(raw["validation"]) == {"forward", "accuracy only", "metric collection"}
+    assert set(raw["validation"]) == {"forward", "accuracy only", "metric collection", "confusion figure"}
     assert set(raw["test"]) == {"insight on", "insight off"}
     assert all(value > 0 for part in ("validation", "test") for value in raw[part].values())
     assert (folder / "results.md").read_text() in stdout
