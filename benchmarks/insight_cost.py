@@ -70,7 +70,8 @@ def validation_costs(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder, SummaryWriter(folder) as writer:
 
         def draw_confusion() -> None:  # what ConfusionFigures does after each validation epoch
-            writer.add_figure("val/confusion_matrix", confusion_figure(counts, "val", DIGITS), global_step=0)
+            figure = confusion_figure(counts, "val/confusion_matrix (epoch 0)", DIGITS)
+            writer.add_figure("val/confusion_matrix", figure, global_step=0, close=False)
 
         return {
             "forward": seconds(forward, args.repeats),

@@ -59,7 +59,7 @@ def median_ms(candidates: dict[str, Callable[[], None]], calls: int, repeats: in
 
 
 def report(title: str, results: dict[str, float], unit: str, per_epoch: bool = True) -> None:
-    print(f"\n### {title}\n\n| option | {unit} |" + (" s/epoch (859 steps) |" if per_epoch else ""))
+    print(f"\n### {title}\n\n| option | {unit} |" + (f" s/epoch ({STEPS_PER_EPOCH} steps) |" if per_epoch else ""))
     print("|---|---:|" + ("---:|" if per_epoch else ""))
     for name, value in results.items():
         print(f"| {name} | {value:.2f} |" + (f" {value * STEPS_PER_EPOCH / 1e3:.2f} |" if per_epoch else ""))
@@ -152,7 +152,8 @@ def grid_options(repeats: int) -> None:
 
 
 def nearest_by_gather(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """`grid_sample(mode="nearest", padding_mode="zeros")` as index arithmetic and one gather (tried, not kept)."""
+    """`grid_sample(mode="nearest", padding_mode="zeros", align_corners=False)` as index arithmetic and one gather,
+    for a grid of the images' own size (tried, not kept)."""
     count, channels, height, width = images.shape
     pixels = grid.add(1).mul_(torch.tensor([width, height], dtype=grid.dtype)).sub_(1).div_(2).round_()
     x, y = pixels.unbind(-1)
@@ -166,7 +167,8 @@ def sampling_options(repeats: int) -> None:
     """Two ways to make the default's augmentation cheaper that were measured and not kept."""
     generator = torch.Generator().manual_seed(2)
     images = torch.rand(16 * BATCH, 1, 28, 28, generator=generator)
-    theta = flip_rotate_matrices(torch.rand(BATCH, generator=generator) * 20 - 10, torch.rand(BATCH) < 0.5)
+    angles = torch.rand(BATCH, generator=generator) * 20 - 10
+    theta = flip_rotate_matrices(angles, torch.rand(BATCH, generator=generator) < 0.5)
     grid = sampling_grid(theta, 28, 28)
     chapter = RandomAffine(0.5, 10)
     sampled = F.grid_sample(images[:BATCH], grid, mode="nearest", padding_mode="zeros", align_corners=False)
@@ -177,10 +179,10 @@ def sampling_options(repeats: int) -> None:
         ),
         "nearest sampling: rounded grid and one gather (same pixels)": lambda: nearest_by_gather(images[:BATCH], grid),
         "the chapter's augmentation, 64 images a call (ours)": lambda: chapter(images[:BATCH]),
-        "the same, 1,024 images a call, per 64": lambda: chapter(images),
+        f"the same, {len(images):,} images a call, per {BATCH}": lambda: chapter(images),
     }
     results = median_ms(candidates, calls=20, repeats=repeats)
-    results["the same, 1,024 images a call, per 64"] /= len(images) // BATCH
+    results[f"the same, {len(images):,} images a call, per {BATCH}"] /= len(images) // BATCH
     report(f"Sampling and batching, batch of {BATCH}", results, "ms/batch")
 
 
