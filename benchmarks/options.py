@@ -148,7 +148,6 @@ def grid_options(repeats: int) -> None:
         "elastic field blur: ours, two 28x28 matrix products": lambda: blur @ field @ blur.T,
     }
     report(f"Augmentation pieces, batch of {BATCH}", median_ms(candidates, calls=20, repeats=repeats), "ms/batch")
-    sampling_options(repeats)
 
 
 def nearest_by_gather(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -178,7 +177,7 @@ def sampling_options(repeats: int) -> None:
             images[:BATCH], grid, mode="nearest", padding_mode="zeros", align_corners=False
         ),
         "nearest sampling: rounded grid and one gather (same pixels)": lambda: nearest_by_gather(images[:BATCH], grid),
-        "the chapter's augmentation, 64 images a call (ours)": lambda: chapter(images[:BATCH]),
+        f"the chapter's augmentation, {BATCH} images a call (ours)": lambda: chapter(images[:BATCH]),
         f"the same, {len(images):,} images a call, per {BATCH}": lambda: chapter(images),
     }
     results = median_ms(candidates, calls=20, repeats=repeats)
@@ -281,6 +280,7 @@ def main() -> None:
     lightning_options(batches, args.repeats)
     augmentation_options(datamodule.train_set.images[:BATCH], args.repeats)
     grid_options(args.repeats)
+    sampling_options(args.repeats)
     ema_options(args.repeats)
     eval_options(datamodule, args.repeats)
     worker_options(args.data_dir)
