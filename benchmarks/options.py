@@ -170,18 +170,23 @@ def sampling_options(repeats: int) -> None:
     theta = flip_rotate_matrices(angles, torch.rand(BATCH, generator=generator) < 0.5)
     grid = sampling_grid(theta, 28, 28)
     chapter = RandomAffine(0.5, 10)
-    sampled = F.grid_sample(images[:BATCH], grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    assert torch.equal(nearest_by_gather(images[:BATCH], grid), sampled), "the gather must give grid_sample's pixels"
+
+    def by_grid_sample() -> torch.Tensor:
+        return F.grid_sample(images[:BATCH], grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+    def by_gather() -> torch.Tensor:
+        return nearest_by_gather(images[:BATCH], grid)
+
+    assert torch.equal(by_gather(), by_grid_sample()), "the gather must give grid_sample's pixels"
+    many_at_once = f"the same, {len(images):,} images a call, per {BATCH}"
     candidates = {
-        "nearest sampling: F.grid_sample (ours)": lambda: F.grid_sample(
-            images[:BATCH], grid, mode="nearest", padding_mode="zeros", align_corners=False
-        ),
-        "nearest sampling: rounded grid and one gather (same pixels)": lambda: nearest_by_gather(images[:BATCH], grid),
+        "nearest sampling: F.grid_sample (ours)": by_grid_sample,
+        "nearest sampling: rounded grid and one gather (same pixels)": by_gather,
         f"the chapter's augmentation, {BATCH} images a call (ours)": lambda: chapter(images[:BATCH]),
-        f"the same, {len(images):,} images a call, per {BATCH}": lambda: chapter(images),
+        many_at_once: lambda: chapter(images),
     }
     results = median_ms(candidates, calls=20, repeats=repeats)
-    results[f"the same, {len(images):,} images a call, per {BATCH}"] /= len(images) // BATCH
+    results[many_at_once] /= len(images) // BATCH
     report(f"Sampling and batching, batch of {BATCH}", results, "ms/batch")
 
 
