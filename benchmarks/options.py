@@ -5,16 +5,19 @@
 Parts: the training step (memory layout, Adam implementation, torch.compile with its compile time,
 thread count), what Lightning adds per step, batch augmentation (ours against per-image alternatives, our
 sampling grid and elastic blur against torch's and torchvision's, and two cheaper-looking ways to sample
-that were not kept), the update of an EMA of the weights, evaluation batch size, and the classic PIL
-loader's worker count. Each figure is the median of interleaved repeats, because timings on a shared
-machine drift; compare rows within one part of one run, not across runs.
+that were not kept), making the next batch in a second thread during the step (not kept), the update of an
+EMA of the weights, evaluation batch size, and the classic PIL loader's worker count. Each figure is the
+median of interleaved repeats, because timings on a shared machine drift; compare rows within one part of
+one run, not across runs.
 """
 
 import argparse
 import importlib.util
 import itertools
 import logging
+import queue
 import statistics
+import threading
 import time
 from collections.abc import Callable
 
@@ -38,7 +41,7 @@ from mnist_cnn.augment import (
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import ConvolutionalMNISTClassifier
 from mnist_cnn.datamodule import MNISTDataModule
-from mnist_cnn.tensor_datamodule import MNISTTensorDataModule
+from mnist_cnn.tensor_datamodule import MNISTTensorDataModule, TensorMNIST
 
 BATCH = 64
 STEPS_PER_EPOCH = 55_000 // BATCH + 1
@@ -65,21 +68,28 @@ def report(title: str, results: dict[str, float], unit: str, per_epoch: bool = T
         print(f"| {name} | {value:.2f} |" + (f" {value * STEPS_PER_EPOCH / 1e3:.2f} |" if per_epoch else ""))
 
 
-def training_step(batches: list, memory_format: torch.memory_format, compile_model: bool = False, **adam) -> Callable:
+def model_step(
+    memory_format: torch.memory_format, compile_model: bool = False, **adam
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One training step of a fresh chapter network on the batch it is given."""
     torch.manual_seed(0)
     net = ConvolutionalMNISTClassifier().to(memory_format=memory_format)
     model = torch.compile(net) if compile_model else net
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, **adam)
     criterion = nn.CrossEntropyLoss()
-    cycle = itertools.cycle(batches)
 
-    def step() -> None:
-        images, labels = next(cycle)
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
         optimizer.zero_grad()
         criterion(model(images.contiguous(memory_format=memory_format)), labels).backward()
         optimizer.step()
 
     return step
+
+
+def training_step(batches: list, memory_format: torch.memory_format, compile_model: bool = False, **adam) -> Callable:
+    """`model_step` over `batches` in turn: one call, one step."""
+    step, cycle = model_step(memory_format, compile_model, **adam), itertools.cycle(batches)
+    return lambda: step(*next(cycle))
 
 
 def step_options(batches: list, with_compile: bool, repeats: int) -> None:
@@ -190,6 +200,43 @@ def sampling_options(repeats: int) -> None:
     report(f"Sampling and batching, batch of {BATCH}", results, "ms/batch")
 
 
+def overlap_options(dataset: TensorMNIST, repeats: int, steps: int = 150) -> None:
+    """Making the next batch in a second thread while the model steps, against one after the other (not kept)."""
+    step = model_step(torch.channels_last, fused=True)
+    draw = torch.Generator().manual_seed(3)
+    order = [torch.randint(len(dataset), (BATCH,), generator=draw).tolist() for _ in range(steps)]
+    ready = [dataset.__getitems__(indices) for indices in order]
+
+    def on_ready_batches() -> None:
+        for batch in ready:
+            step(*batch)
+
+    def one_after_the_other() -> None:
+        for indices in order:
+            step(*dataset.__getitems__(indices))
+
+    def next_batch_in_a_thread() -> None:
+        made: queue.Queue = queue.Queue(maxsize=2)  # the thread stays at most two batches ahead
+
+        def make_all() -> None:
+            for indices in order:
+                made.put(dataset.__getitems__(indices))
+
+        maker = threading.Thread(target=make_all)
+        maker.start()
+        for _ in order:
+            step(*made.get())
+        maker.join()
+
+    candidates = {
+        "the step alone, on ready batches (the bare loop)": on_ready_batches,
+        "make the batch, then step (ours)": one_after_the_other,
+        "make the next batch in a second thread during the step": next_batch_in_a_thread,
+    }
+    per_pass = median_ms(candidates, calls=1, repeats=repeats)
+    report("Data beside the step", {name: ms / steps for name, ms in per_pass.items()}, "ms/step")
+
+
 def ema_options(repeats: int) -> None:
     """One update of an average of the weights, as `callbacks=[default,ema]` makes after every step."""
     net = ConvolutionalMNISTClassifier()
@@ -286,6 +333,7 @@ def main() -> None:
     augmentation_options(datamodule.train_set.images[:BATCH], args.repeats)
     grid_options(args.repeats)
     sampling_options(args.repeats)
+    overlap_options(datamodule.train_set, args.repeats)
     ema_options(args.repeats)
     eval_options(datamodule, args.repeats)
     worker_options(args.data_dir)

@@ -46,6 +46,7 @@ def test_options_benchmark_reports_every_part(mnist_root: Path, tmp_path: Path) 
         "Augmenting one batch",
         "Augmentation pieces",
         "Sampling and batching",
+        "Data beside the step",
         "Updating an EMA of the weights",
         "Inference",
         "Classic loader",
@@ -55,6 +56,7 @@ def test_options_benchmark_reports_every_part(mnist_root: Path, tmp_path: Path) 
     assert "sampling grid: ours, one matrix product" in stdout and "(experiment=best)" in stdout
     assert "one foreach lerp (ours: get_ema_multi_avg_fn)" in stdout
     assert "rounded grid and one gather (same pixels)" in stdout and "1,024 images a call, per 64" in stdout
+    assert "| make the next batch in a second thread during the step |" in stdout
 
 
 def test_sweep_threads_times_three_ways_of_running_one_sweep(mnist_root: Path, tmp_path: Path) -> None:
