@@ -15,11 +15,10 @@ import argparse
 import importlib.util
 import itertools
 import logging
-import queue
 import statistics
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import lightning as L
 import torch
@@ -86,7 +85,7 @@ def model_step(
     return step
 
 
-def training_step(batches: list, memory_format: torch.memory_format, compile_model: bool = False, **adam) -> Callable:
+def cycling_step(batches: list, memory_format: torch.memory_format, compile_model: bool = False, **adam) -> Callable:
     """`model_step` over `batches` in turn: one call, one step."""
     step, cycle = model_step(memory_format, compile_model, **adam), itertools.cycle(batches)
     return lambda: step(*next(cycle))
@@ -95,13 +94,13 @@ def training_step(batches: list, memory_format: torch.memory_format, compile_mod
 def step_options(batches: list, with_compile: bool, repeats: int) -> None:
     nchw, nhwc = torch.contiguous_format, torch.channels_last
     candidates = {
-        "NCHW, Adam for-loop (the chapter)": training_step(batches, nchw),
-        "channels_last": training_step(batches, nhwc),
-        "channels_last + fused Adam (our default)": training_step(batches, nhwc, fused=True),
+        "NCHW, Adam for-loop (the chapter)": cycling_step(batches, nchw),
+        "channels_last": cycling_step(batches, nhwc),
+        "channels_last + fused Adam (our default)": cycling_step(batches, nhwc, fused=True),
     }
     if with_compile:
         start = time.perf_counter()
-        compiled = training_step(batches, nhwc, compile_model=True, fused=True)
+        compiled = cycling_step(batches, nhwc, compile_model=True, fused=True)
         compiled()
         candidates[f"... + torch.compile (compiling took {time.perf_counter() - start:.0f} s)"] = compiled
     report("Training step, batch 64", median_ms(candidates, calls=40, repeats=repeats), "ms/step")
@@ -110,7 +109,7 @@ def step_options(batches: list, with_compile: bool, repeats: int) -> None:
     for count in sorted({1, threads}):
         torch.set_num_threads(count)
         by_threads[f"{count} intra-op thread(s), our default step"] = median_ms(
-            {"step": training_step(batches, nhwc, fused=True)}, calls=40, repeats=repeats
+            {"step": cycling_step(batches, nhwc, fused=True)}, calls=40, repeats=repeats
         )["step"]
     torch.set_num_threads(threads)
     report("Threads", by_threads, "ms/step")
@@ -216,17 +215,13 @@ def overlap_options(dataset: TensorMNIST, repeats: int, steps: int = 150) -> Non
             step(*dataset.__getitems__(indices))
 
     def next_batch_in_a_thread() -> None:
-        made: queue.Queue = queue.Queue(maxsize=2)  # the thread stays at most two batches ahead
-
-        def make_all() -> None:
-            for indices in order:
-                made.put(dataset.__getitems__(indices))
-
-        maker = threading.Thread(target=make_all)
-        maker.start()
-        for _ in order:
-            step(*made.get())
-        maker.join()
+        with ThreadPoolExecutor(max_workers=1) as maker:  # one batch ahead; its errors reach this thread
+            upcoming = maker.submit(dataset.__getitems__, order[0])
+            for indices in [*order[1:], None]:
+                batch = upcoming.result()
+                if indices is not None:
+                    upcoming = maker.submit(dataset.__getitems__, indices)
+                step(*batch)
 
     candidates = {
         "the step alone, on ready batches (the bare loop)": on_ready_batches,
@@ -307,7 +302,7 @@ def lightning_options(batches: list, repeats: int) -> None:
 
         return one_pass
 
-    step = training_step(batches, torch.channels_last, fused=True)
+    step = cycling_step(batches, torch.channels_last, fused=True)
     candidates = {
         "plain loop (no Lightning)": lambda: [step() for _ in batches],
         "Trainer.fit, our logging": fit(MNISTClassifier),
