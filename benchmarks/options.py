@@ -217,11 +217,10 @@ def overlap_options(dataset: TensorMNIST, repeats: int, steps: int = 150) -> Non
     def next_batch_in_a_thread() -> None:
         with ThreadPoolExecutor(max_workers=1) as maker:  # one batch ahead; its errors reach this thread
             upcoming = maker.submit(dataset.__getitems__, order[0])
-            for indices in [*order[1:], None]:
-                batch = upcoming.result()
-                if indices is not None:
-                    upcoming = maker.submit(dataset.__getitems__, indices)
+            for indices in order[1:]:
+                batch, upcoming = upcoming.result(), maker.submit(dataset.__getitems__, indices)
                 step(*batch)
+            step(*upcoming.result())
 
     candidates = {
         "the step alone, on ready batches (the bare loop)": on_ready_batches,
