@@ -51,6 +51,12 @@ def _output_coordinates(height: int, width: int, device: torch.device, dtype: to
     return torch.cat([xy, torch.ones_like(xy[:, :1])], dim=1)
 
 
+@functools.cache
+def _pixels_to_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(2,): one pixel in `grid_sample`'s x and y units; made once per device (a copy to a GPU waits for it)."""
+    return torch.tensor([2 / width, 2 / height], device=device, dtype=dtype)
+
+
 def sampling_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """`F.affine_grid(theta, (B, C, height, width), align_corners=False)`, as one matrix product.
 
@@ -173,8 +179,9 @@ class RandomAffine(nn.Module):
         rows = gaussian_blur_matrix(height, self.elastic_sigma, images.device, images.dtype)
         columns = gaussian_blur_matrix(width, self.elastic_sigma, images.device, images.dtype)
         field = rows @ noise @ columns.T
-        pixels_to_grid = torch.tensor([2 / width, 2 / height], device=images.device, dtype=images.dtype)
-        return field.permute(0, 2, 3, 1) * self.elastic_alpha * pixels_to_grid
+        return (
+            field.permute(0, 2, 3, 1) * self.elastic_alpha * _pixels_to_grid(height, width, images.device, images.dtype)
+        )
 
     def extra_repr(self) -> str:
         extra = [f"translate={self.translate}", f"scale={self.scale}"] if self.translate or self.scale else []

@@ -38,7 +38,9 @@ class TensorMNIST(Dataset):
         return len(self.labels)
 
     def __getitems__(self, indices: list[int]) -> Batch:
-        index = torch.as_tensor(indices, device=self.images.device)
+        index = torch.as_tensor(indices)
+        if self.images.device.type == "cuda":  # a plain copy would make the host wait for the GPU every batch
+            index = index.pin_memory().to(self.images.device, non_blocking=True)
         images = to_unit_float(self.images[index])
         if self.augmentation is not None:
             images = self.augmentation(images, generator=self._generator_for(indices))
