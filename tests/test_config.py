@@ -110,7 +110,7 @@ def test_trainer_callbacks_and_loggers_instantiate(tmp_path: Path, trainer: str,
     ]
     names = {type(cb).__name__ for cb in built.callbacks}
     if callbacks == "default":
-        assert {"ModelCheckpoint", "LearningRateMonitor", "ModelSummary", "TQDMProgressBar"} <= names
+        assert {"ModelCheckpoint", "LearningRateMonitor", "ModelSummary", "StepLossProgressBar"} <= names
 
 
 def test_hydra_run_and_sweep_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,13 +1,16 @@
 """Training, evaluation and the checks around a run, in-process: what the command line does, without its start-up."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import FAST, TEST_SIZE, TRAIN_SIZE, compose_config, metrics_of
 from helpers import read_events
+from lightning.pytorch.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
 from omegaconf import OmegaConf
 
+from mnist_cnn.callbacks import STEP_LOSS_KEY, StepLossProgressBar
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDivergedError, UserError
 from mnist_cnn.eval import evaluate
 from mnist_cnn.resume import check_epochs_left, check_resume, epochs_trained
@@ -144,6 +147,36 @@ def test_a_diverging_loss_stops_before_its_update_whatever_the_callbacks(mnist_r
     message = r"the loss is (nan|inf) at step \d+ \(epoch 0, batch \d+\); stopped before that update"
     with torch.random.fork_rng(devices=[]), pytest.raises(TrainingDivergedError, match=message):
         train(cfg)
+
+
+def test_lightning_reads_nothing_on_the_host_after_a_training_step(
+    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning turns each `prog_bar` value into a number after every step: on a GPU, a wait for each step."""
+    reads, real_item, real_batch_end = [0, 0], torch.Tensor.item, _LoggerConnector.on_batch_end
+
+    def counted_item(tensor: torch.Tensor) -> float:
+        reads[0] += 1
+        return real_item(tensor)
+
+    def batch_end(connector: _LoggerConnector) -> None:
+        before = reads[0]
+        real_batch_end(connector)
+        reads[1] += reads[0] - before
+
+    monkeypatch.setattr(torch.Tensor, "item", counted_item)
+    monkeypatch.setattr(_LoggerConnector, "on_batch_end", batch_end)
+    cfg = compose_config("train", *FAST, f"paths.data_dir={mnist_root}", f"paths.output_dir={tmp_path}", "test=false")
+    with torch.random.fork_rng(devices=[]):
+        train(cfg)  # every step logged (FAST): the step loss is in the run's results from the first step on
+    assert reads[0] > 0 and reads[1] == 0
+
+
+def test_the_progress_bar_shows_the_newest_logged_step_loss() -> None:
+    trainer = SimpleNamespace(loggers=[], progress_bar_metrics={"val/acc": 0.5}, logged_metrics={})
+    assert StepLossProgressBar().get_metrics(trainer, None) == {"val/acc": 0.5}
+    trainer.logged_metrics[STEP_LOSS_KEY] = torch.tensor(0.25)
+    assert StepLossProgressBar().get_metrics(trainer, None) == {"val/acc": 0.5, STEP_LOSS_KEY: 0.25}
 
 
 def test_tensorboard_gets_a_validation_confusion_matrix_per_epoch_and_the_test_one(tiny_run: Path) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveraging
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar, WeightAveraging
 from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMAWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
@@ -51,6 +51,25 @@ class DivergenceGuard(Callback):
         broken = [name for name, tensor in pl_module.named_parameters() if not torch.isfinite(tensor).all()]
         if broken:
             raise TrainingDivergedError(f"training diverged: non-finite weights in {', '.join(broken[:3])}; not saved")
+
+
+STEP_LOSS_KEY = "train/loss_step"  # logged on the steps the logger writes
+
+
+class StepLossProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, also showing the newest logged training loss, read when the bar redraws.
+
+    Lightning turns every `prog_bar=True` value into a number after each training step, which on a GPU
+    makes the host wait for the step to finish; the step loss is therefore logged without `prog_bar`, and
+    read here only every `refresh_rate` steps.
+    """
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.logged_metrics.get(STEP_LOSS_KEY)
+        if loss is not None:
+            metrics[STEP_LOSS_KEY] = loss.item()
+        return metrics
 
 
 RNG_STATE_KEY = "rng_states"

@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from mnist_cnn.callbacks import DivergenceGuard, logger_writes_this_step
+from mnist_cnn.callbacks import STEP_LOSS_KEY, DivergenceGuard, logger_writes_this_step
 from mnist_cnn.confusion import ConfusionFigures
 from mnist_cnn.images import DIGITS, IMAGE_SIZE, NUM_CLASSES
 from mnist_cnn.metrics import stage_metrics
@@ -70,11 +70,12 @@ class MNISTClassifier(L.LightningModule):
         loss, logits, labels = self._step(batch, self.criterion)
         preds = logits.argmax(dim=1)
         # Plain metric updates: each `self.log` call costs about as much as a tenth of this small model's
-        # step (benchmarks/), so per-step values are logged only on the steps the logger writes.
+        # step (benchmarks/), so per-step values are logged only on the steps the logger writes; not to the
+        # progress bar, which would read it every step (`StepLossProgressBar` shows it).
         self.train_loss.update(loss.detach())
         self.train_acc.update(preds, labels)
         if logger_writes_this_step(self.trainer):
-            self.log("train/loss_step", loss, prog_bar=True)
+            self.log(STEP_LOSS_KEY, loss)
         return loss
 
     def configure_callbacks(self) -> list[L.Callback]:

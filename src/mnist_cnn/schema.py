@@ -301,10 +301,10 @@ class ModelSummaryConfig:
 
 
 @dataclass
-class TQDMProgressBarConfig:
-    """`lightning.pytorch.callbacks.TQDMProgressBar`."""
+class ProgressBarConfig:
+    """`mnist_cnn.callbacks.StepLossProgressBar` (Lightning's `TQDMProgressBar`, with the step loss)."""
 
-    _target_: str = "lightning.pytorch.callbacks.TQDMProgressBar"
+    _target_: str = "mnist_cnn.callbacks.StepLossProgressBar"
     refresh_rate: int = 1
     process_position: int = 0
     leave: bool = False
@@ -368,7 +368,7 @@ class CallbacksConfig:
     periodic_checkpoint: ModelCheckpointConfig | None = MISSING
     lr_monitor: LearningRateMonitorConfig | None = MISSING
     model_summary: ModelSummaryConfig | None = MISSING
-    progress_bar: TQDMProgressBarConfig | None = MISSING
+    progress_bar: ProgressBarConfig | None = MISSING
     optuna_pruning: OptunaPruningConfig | None = MISSING
     insight: InsightConfig | None = MISSING
     ema: EMAConfig | None = MISSING
