@@ -149,3 +149,19 @@ def test_recipes_times_the_presets_against_the_bare_loop_and_profiles_the_defaul
     assert profile["data: index, augment, normalise"] > 0 and profile["checkpoints"] > 0
     # No profiler action counted in two groups: what is left for "everything else" is not negative.
     assert profile["everything else (loop, hooks, progress)"] >= 0
+
+
+def test_epoch_times_reads_each_epochs_length_from_tensorboard(tiny_run: Path, tmp_path: Path) -> None:
+    stdout = run_script("epoch_times.py", str(tiny_run), cwd=tmp_path)
+    (row,) = [line for line in stdout.splitlines() if line.startswith(f"| {tiny_run} |")]
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[1] == "2" and float(cells[2]) == float(cells[3]) > 0  # 2 epochs: one gap, its own median
+
+
+def test_gpu_syncs_counts_nothing_without_a_gpu_and_trains_as_the_command_line(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    overrides = [*FAST, f"paths.data_dir={mnist_root}", f"hydra.run.dir={tmp_path / 'run'}", "test=false"]
+    stdout = run_script("gpu_syncs.py", *overrides, cwd=tmp_path)
+    assert "host syncs: 0 in all, by place" in stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
