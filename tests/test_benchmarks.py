@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end (on the small generated dataset) and report what they promise."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -165,3 +166,16 @@ def test_gpu_syncs_counts_nothing_without_a_gpu_and_trains_as_the_command_line(
     stdout = run_script("gpu_syncs.py", *overrides, cwd=tmp_path)
     assert "host syncs: 0 in all, by place" in stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_gpu_syncs_counts_sync_warnings_by_place_and_passes_the_others_on(capsys: pytest.CaptureFixture) -> None:
+    spec = importlib.util.spec_from_file_location("gpu_syncs", BENCHMARKS / "gpu_syncs.py")
+    gpu_syncs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_syncs)
+    for line in (3, 7, 3):  # what torch's sync debug mode warns
+        gpu_syncs.record(UserWarning("called a synchronizing CUDA operation"), UserWarning, "a.py", line)
+    gpu_syncs.record(UserWarning("something else"), UserWarning, "b.py", 1)
+    gpu_syncs.report()
+    out, err = capsys.readouterr()
+    assert "host syncs: 3 in all" in out and out.index("--- 2x at a.py:3") < out.index("--- 1x at a.py:7")
+    assert "UserWarning: something else (b.py:1)" in err and "b.py" not in out

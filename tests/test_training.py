@@ -166,17 +166,30 @@ def test_lightning_reads_nothing_on_the_host_after_a_training_step(
 
     monkeypatch.setattr(torch.Tensor, "item", counted_item)
     monkeypatch.setattr(_LoggerConnector, "on_batch_end", batch_end)
-    cfg = compose_config("train", *FAST, f"paths.data_dir={mnist_root}", f"paths.output_dir={tmp_path}", "test=false")
+    overrides = [*FAST, f"paths.data_dir={mnist_root}", f"paths.output_dir={tmp_path}", "test=false"]
+    cfg = compose_config("train", *overrides, "callbacks.progress_bar.refresh_rate=1")
     with torch.random.fork_rng(devices=[]):
         train(cfg)  # every step logged (FAST): the step loss is in the run's results from the first step on
     assert reads[0] > 0 and reads[1] == 0
 
 
-def test_the_progress_bar_shows_the_newest_logged_step_loss() -> None:
+class CountingTensor(torch.Tensor):
+    reads = 0
+
+    def item(self) -> float:
+        CountingTensor.reads += 1
+        return super().item()
+
+
+def test_the_progress_bar_shows_the_newest_logged_step_loss_reading_each_value_once() -> None:
     trainer = SimpleNamespace(loggers=[], progress_bar_metrics={"val/acc": 0.5}, logged_metrics={})
-    assert StepLossProgressBar().get_metrics(trainer, None) == {"val/acc": 0.5}
-    trainer.logged_metrics[STEP_LOSS_KEY] = torch.tensor(0.25)
-    assert StepLossProgressBar().get_metrics(trainer, None) == {"val/acc": 0.5, STEP_LOSS_KEY: 0.25}
+    bar = StepLossProgressBar(refresh_rate=20)
+    assert bar.get_metrics(trainer, None) == {"val/acc": 0.5}
+    for value in (0.25, 0.125):
+        trainer.logged_metrics[STEP_LOSS_KEY] = torch.tensor(value).as_subclass(CountingTensor)
+        for _ in range(3):  # redraws before the next logged value
+            assert bar.get_metrics(trainer, None) == {"val/acc": 0.5, STEP_LOSS_KEY: value}
+    assert CountingTensor.reads == 2
 
 
 def test_tensorboard_gets_a_validation_confusion_matrix_per_epoch_and_the_test_one(tiny_run: Path) -> None:

@@ -57,18 +57,25 @@ STEP_LOSS_KEY = "train/loss_step"  # logged on the steps the logger writes
 
 
 class StepLossProgressBar(TQDMProgressBar):
-    """Lightning's progress bar, also showing the newest logged training loss, read when the bar redraws.
+    """Lightning's progress bar, also showing the newest logged training loss.
 
     Lightning turns every `prog_bar=True` value into a number after each training step, which on a GPU
     makes the host wait for the step to finish; the step loss is therefore logged without `prog_bar`, and
-    read here only every `refresh_rate` steps.
+    read here when the bar redraws, once per logged value.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_read: tuple[torch.Tensor, float] | None = None  # the logged tensor and its value
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         loss = trainer.logged_metrics.get(STEP_LOSS_KEY)
-        if loss is not None:
-            metrics[STEP_LOSS_KEY] = loss.item()
+        if loss is None:
+            return metrics
+        if self._last_read is None or self._last_read[0] is not loss:
+            self._last_read = (loss, loss.item())
+        metrics[STEP_LOSS_KEY] = self._last_read[1]
         return metrics
 
 
