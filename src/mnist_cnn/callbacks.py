@@ -64,8 +64,8 @@ class StepLossProgressBar(TQDMProgressBar):
     read here when the bar redraws, once per logged value.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
+        super().__init__(refresh_rate, process_position, leave)
         self._last_read: tuple[torch.Tensor, float] | None = None  # the logged tensor and its value
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
