@@ -179,9 +179,8 @@ class RandomAffine(nn.Module):
         rows = gaussian_blur_matrix(height, self.elastic_sigma, images.device, images.dtype)
         columns = gaussian_blur_matrix(width, self.elastic_sigma, images.device, images.dtype)
         field = rows @ noise @ columns.T
-        return (
-            field.permute(0, 2, 3, 1) * self.elastic_alpha * _pixels_to_grid(height, width, images.device, images.dtype)
-        )
+        pixels_to_grid = _pixels_to_grid(height, width, images.device, images.dtype)
+        return field.permute(0, 2, 3, 1) * self.elastic_alpha * pixels_to_grid
 
     def extra_repr(self) -> str:
         extra = [f"translate={self.translate}", f"scale={self.scale}"] if self.translate or self.scale else []
