@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import FAST, compose_config, metrics_of, run_cli
 from helpers import compose_best_experiment
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMAWeightAveraging
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
@@ -250,6 +251,35 @@ def test_experiment_fast_keeps_the_budget_its_search_fixed(tmp_path: Path) -> No
     assert preset.optimizer._target_ == compose_config("train", "optimizer=adamw").optimizer._target_
     assert preset.scheduler._target_ == compose_config("train", "scheduler=onecycle").scheduler._target_
     assert "ema" not in preset.callbacks  # the trial's decay was 0: no average
+
+
+# docs/recipes.md's second run of hparams_search=fast: Optuna's percentile rule in place of the median one.
+PRUNE_BOTTOM_QUARTER = [
+    "hydra.sweeper.pruner._target_=optuna.pruners.PercentilePruner",
+    "+hydra.sweeper.pruner.percentile=75",
+]
+
+
+def test_the_documented_second_fast_search_stops_only_a_trial_in_the_bottom_quarter() -> None:
+    """After epoch 1 of 2 the one-cycle lr is still high: a trial a little below the median goes on."""
+    import optuna  # slow to import: only here
+
+    hydra = compose_config("train", "hparams_search=fast", *PRUNE_BOTTOM_QUARTER, return_hydra_config=True).hydra
+    pruner = instantiate(hydra.sweeper.pruner)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for first_epoch in (0.97, 0.98, 0.99, 0.995):  # the bottom quarter ends at 0.9775, the median is 0.985
+        trial = study.ask()
+        trial.report(first_epoch, step=0)
+        study.tell(trial, first_epoch)
+
+    def pruned_at(first_epoch: float) -> bool:
+        trial = study.ask()
+        trial.report(first_epoch, step=0)
+        pruned = trial.should_prune()
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.FAIL)
+        return pruned
+
+    assert not pruned_at(0.98) and pruned_at(0.975)
 
 
 @pytest.mark.slow
