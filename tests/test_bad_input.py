@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, TRAIN_SIZE, run_cli
+from conftest import FAST, TRAIN_SIZE, VAL_SIZE, run_cli
 
 from mnist_cnn.idx import raw_files
 
@@ -33,6 +33,7 @@ def assert_refused(cwd: Path, command: str, *overrides: str, message: str) -> No
     [
         ("optimizer.lr=0", "optimizer.lr must be a number > 0, got 0"),
         (f"data.val_size={TRAIN_SIZE}", f"data.val_size={TRAIN_SIZE} leaves no training images"),
+        (f"data.train_size={TRAIN_SIZE}", f"data.train_size={TRAIN_SIZE} and data.val_size={VAL_SIZE} need"),
         ("data.augmentation.flip_p=2", "augmentation flip_p must be within [0, 1], got 2"),
     ],
 )

@@ -68,9 +68,19 @@ def test_val_size_zero_trains_on_everything_and_skips_validation(mnist_root: Pat
     assert len(dm.train_set) == TRAIN_SIZE and dm.val_dataloader() == []
 
 
+def test_train_size_takes_a_nested_subset_and_keeps_the_validation_images(mnist_root: Path) -> None:
+    small, larger, full = (datamodule(mnist_root, train_size=size) for size in (30, 60, None))
+    assert (len(small.train_set), len(larger.train_set), len(full.train_set)) == (30, 60, TRAIN_SIZE - 40)
+    assert set(small.train_set.indices) < set(larger.train_set.indices) < set(full.train_set.indices)
+    assert small.val_set.indices == larger.val_set.indices == full.val_set.indices
+    assert len(datamodule(mnist_root, val_size=0, train_size=TRAIN_SIZE).train_set) == TRAIN_SIZE
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"train_size": 0}, "data.train_size must be an integer >= 1, got 0"),
+        ({"train_size": 2.5}, "data.train_size must be an integer >= 1, got 2.5"),
         ({"batch_size": 0}, "data.batch_size must be an integer >= 1, got 0"),
         ({"batch_size": -3}, "data.batch_size must be an integer >= 1, got -3"),
         ({"num_workers": -1}, "data.num_workers must be an integer >= 0"),
@@ -86,6 +96,13 @@ def test_bad_values_are_refused_at_construction(tmp_path: Path, kwargs: dict, me
 def test_val_size_must_leave_training_images(mnist_root: Path, val_size: int) -> None:
     with pytest.raises(ConfigError, match=f"data.val_size={val_size} leaves no training images"):
         datamodule(mnist_root, val_size=val_size)
+
+
+def test_train_size_beyond_the_images_left_is_refused(mnist_root: Path) -> None:
+    too_many = TRAIN_SIZE - 40 + 1
+    message = f"data.train_size={too_many} and data.val_size=40 need {TRAIN_SIZE + 1} images: the training set has"
+    with pytest.raises(ConfigError, match=message):
+        datamodule(mnist_root, train_size=too_many)
 
 
 def test_missing_data_without_download_names_the_files(tmp_path: Path) -> None:

@@ -44,6 +44,16 @@ def test_same_split_and_same_eval_images_as_the_pil_path(mnist_root: Path) -> No
     torch.testing.assert_close(fast.test_set[7][0], classic.test_set[7][0], rtol=0, atol=1e-6)
 
 
+def test_train_size_picks_the_same_images_as_the_pil_path(mnist_root: Path) -> None:
+    fast = tensor_datamodule(mnist_root, train_size=20)
+    fast.train_set.augmentation = None  # unaugmented, so the images themselves can be compared
+    classic = MNISTDataModule(data_dir=mnist_root, download=False, val_size=VAL_SIZE, batch_size=16, train_size=20)
+    classic.setup()
+    assert len(fast.train_set) == len(classic.train_set) == 20
+    for i in (0, 19):
+        torch.testing.assert_close(fast.train_set[i][0], classic.train_set[i][0], rtol=0, atol=1e-6)
+
+
 def test_an_epoch_visits_every_training_image_once(mnist_root: Path) -> None:
     dm = tensor_datamodule(mnist_root, batch_size=64)
     dm.augmentation = None  # unaugmented, so the images themselves can be compared

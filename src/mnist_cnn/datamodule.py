@@ -45,6 +45,7 @@ class MNISTDataModuleBase(L.LightningDataModule):
         download: bool = True,
         augment_eval: bool = False,
         dataset: str = "MNIST",
+        train_size: int | None = None,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -53,6 +54,8 @@ class MNISTDataModuleBase(L.LightningDataModule):
         if eval_batch_size is not None:
             _check_non_negative_int("eval_batch_size", eval_batch_size, minimum=1)
         _check_non_negative_int("val_size", val_size)
+        if train_size is not None:
+            _check_non_negative_int("train_size", train_size, minimum=1)
         self.data_dir = Path(data_dir)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -84,14 +87,24 @@ class MNISTDataModuleBase(L.LightningDataModule):
                 ) from error
         check_raw_files(self.raw_dir, self.dataset)
 
-    def split_indices(self, train_size: int) -> tuple[list[int], list[int]]:
-        """Seeded (train, val) indices into the training images; both data paths use the same split."""
-        val_size = self.hparams.val_size
-        if val_size >= train_size:
-            raise ConfigError(f"data.val_size={val_size} leaves no training images: the training set has {train_size}")
+    def split_indices(self, total: int) -> tuple[list[int], list[int]]:
+        """Seeded (train, val) indices into the `total` training images; both data paths use the same split.
+
+        `train_size` takes the first images of the seeded order after the validation ones, so a smaller
+        training set is part of every larger one, and the validation images stay the same: a learning curve.
+        """
+        val_size, train_size = self.hparams.val_size, self.hparams.get("train_size")
+        if val_size >= total:
+            raise ConfigError(f"data.val_size={val_size} leaves no training images: the training set has {total}")
+        if train_size is not None and val_size + train_size > total:
+            raise ConfigError(
+                f"data.train_size={train_size} and data.val_size={val_size} need {val_size + train_size} images: "
+                f"the training set has {total}"
+            )
         generator = torch.Generator().manual_seed(self.hparams.split_seed)
-        order = torch.randperm(train_size, generator=generator).tolist()
-        return order[val_size:], order[:val_size]
+        order = torch.randperm(total, generator=generator).tolist()
+        end = total if train_size is None else val_size + train_size
+        return order[val_size:end], order[:val_size]
 
     @property
     def eval_batch_size(self) -> int:
@@ -167,9 +180,18 @@ class MNISTDataModule(MNISTDataModuleBase):
         augmentation: Sequence[Transform] | None = (),
         pin_memory: bool = False,
         dataset: str = "MNIST",
+        train_size: int | None = None,
     ) -> None:
         super().__init__(
-            data_dir, batch_size, eval_batch_size, val_size, split_seed, download, augment_eval, dataset=dataset
+            data_dir,
+            batch_size,
+            eval_batch_size,
+            val_size,
+            split_seed,
+            download,
+            augment_eval,
+            dataset=dataset,
+            train_size=train_size,
         )
         _check_non_negative_int("num_workers", num_workers)
         self.save_hyperparameters(ignore=["augmentation"], logger=False)

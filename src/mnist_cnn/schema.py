@@ -49,6 +49,7 @@ class MNISTDataConfig:
     batch_size: int = 64
     eval_batch_size: int | None = None
     val_size: int = 5000
+    train_size: int | None = None  # null: every image not held out for validation
     split_seed: int = 42
     augment_eval: bool = False
     augmentation: RandomAffineConfig | None = None  # null: no augmentation
@@ -67,6 +68,7 @@ class MNISTPILDataConfig:
     num_workers: int = 0
     pin_memory: bool = False
     val_size: int = 5000
+    train_size: int | None = None  # null: every image not held out for validation
     split_seed: int = 42
     augment_eval: bool = False
     augmentation: list[dict[str, Any]] | None = field(default_factory=list)  # transform nodes; null: none

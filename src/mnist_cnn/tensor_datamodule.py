@@ -83,9 +83,18 @@ class MNISTTensorDataModule(MNISTDataModuleBase):
         augment_eval: bool = False,
         augmentation: nn.Module | None = None,
         dataset: str = "MNIST",
+        train_size: int | None = None,
     ) -> None:
         super().__init__(
-            data_dir, batch_size, eval_batch_size, val_size, split_seed, download, augment_eval, dataset=dataset
+            data_dir,
+            batch_size,
+            eval_batch_size,
+            val_size,
+            split_seed,
+            download,
+            augment_eval,
+            dataset=dataset,
+            train_size=train_size,
         )
         self.save_hyperparameters(ignore=["augmentation"], logger=False)
         self.augmentation = augmentation
