@@ -72,7 +72,9 @@ def test_tensorboard_holds_curves_confusion_images_and_hparams(trained: Path) ->
     hparams = events.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in hparams
     session = hparams["_hparams_/session_start_info"]
-    assert all(column in session for column in (b"model", b"optimizer", b"lr", b"batch_size", b"augmentation"))
+    assert all(
+        column in session for column in (b"model", b"optimizer", b"lr", b"batch_size", b"augmentation", b"train_images")
+    )
     assert b"_target_" not in session and b"flip 0.5, rotate 10" in session  # readable, not class paths
 
 

@@ -165,7 +165,10 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
         "onnx": str(onnx_path) if onnx_path else None,
     }
     final = {key: results.get(key) for key in ("test_acc", "test_loss", "val_acc_best")}
-    log_final_metrics(trainer, _hparams(cfg, module), final)
+    params = _hparams(cfg, module)
+    if "train_images" in results:  # a training run's: with data.train_size, the x axis of a learning curve
+        params["train_images"] = results["train_images"]
+    log_final_metrics(trainer, params, final)
     write_json(output_dir / "metrics.json", metrics)
     summary = " ".join(f"{key}={_format(key, value)}" for key, value in metrics.items() if not isinstance(value, dict))
     log.info("summary: %s", summary)
