@@ -1,5 +1,6 @@
 """The recipe levers, in-process: weight averaging through checkpoints, test and resume; label smoothing; presets."""
 
+import math
 import re
 from pathlib import Path
 
@@ -310,11 +311,26 @@ def test_a_presets_augmentation_reads_as_its_settings_in_the_run_tables(tmp_path
     assert describe_augmentation(fast.data) == "flip 0, rotate 8.46341, shift 0.0216211, scale 0.0788788, bilinear"
 
 
-def test_a_run_saved_before_label_smoothing_and_compile_existed_still_builds(tmp_path: Path) -> None:
+def test_kaiming_init_gives_he_weights_and_zero_biases(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    plain = build_module(compose_config("train", f"paths.output_dir={tmp_path}"))
+    torch.manual_seed(0)
+    he = build_module(compose_config("train", "init=kaiming", f"paths.output_dir={tmp_path}"))
+    first, last = he.net.layers[0], he.net.layers[-1]  # conv 1->4 k3 (fan-in 9), linear 64->10 (fan-in 64)
+    for layer, fan_in in ((first, 9), (he.net.layers[11], 200), (last, 64)):
+        expected = math.sqrt(2 / fan_in)
+        assert layer.weight.std().item() == pytest.approx(expected, rel=0.25), layer
+        assert torch.count_nonzero(layer.bias) == 0
+    # torch's default: U(+-1/sqrt(fan_in)), whose std is 1/sqrt(3 fan_in), and biases that are not zero
+    assert plain.net.layers[11].weight.std().item() == pytest.approx(1 / math.sqrt(3 * 200), rel=0.1)
+    assert torch.count_nonzero(plain.net.layers[0].bias) > 0
+
+
+def test_a_run_saved_before_label_smoothing_compile_and_init_existed_still_builds(tmp_path: Path) -> None:
     """`resume` continues with the run's own saved config, which an older version wrote without these keys."""
     cfg = compose_config("train", f"paths.output_dir={tmp_path}")
     OmegaConf.set_struct(cfg, False)
-    del cfg["label_smoothing"], cfg["compile"]
+    del cfg["label_smoothing"], cfg["compile"], cfg["init"]
     module = build_module(cfg)
     assert module.criterion.label_smoothing == 0.0 and module.net._compiled_call_impl is None
 
@@ -326,6 +342,7 @@ def test_a_run_saved_before_label_smoothing_and_compile_existed_still_builds(tmp
         ("label_smoothing=-0.1", "label_smoothing must be a number in [0, 1), got -0.1"),
         ("compile=fast", "compile must be null or one of default, reduce-overhead, max-autotune, "),
         ("compile=true", "got True"),
+        ("init=he", "init must be null (torch's default) or kaiming, got 'he'"),
     ],
 )
 def test_bad_recipe_values_fail_before_training(tmp_path: Path, override: str, message: str) -> None:

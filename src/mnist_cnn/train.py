@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_cnn.callbacks import CheckpointContinuity
 from mnist_cnn.checkpoint import check_matches, check_resumable, read_checkpoint
 from mnist_cnn.classifier import MNISTClassifier
-from mnist_cnn.cnn import count_parameters
+from mnist_cnn.cnn import count_parameters, kaiming_init
 from mnist_cnn.errors import ConfigError, exit_on_user_error, is_number
 from mnist_cnn.metrics import class_names_of, test_results
 from mnist_cnn.resume import (
@@ -42,11 +42,13 @@ def build_module(cfg: DictConfig) -> MNISTClassifier:
     if lr is not None and not (is_number(lr) and lr > 0):
         raise ConfigError(f"optimizer.lr must be a number > 0, got {lr!r}")
     # .get: a run saved before these keys existed still resumes
-    label_smoothing, compile_mode = cfg.get("label_smoothing", 0.0), cfg.get("compile")
+    label_smoothing, compile_mode, init = cfg.get("label_smoothing", 0.0), cfg.get("compile"), cfg.get("init")
     if not (is_number(label_smoothing) and 0 <= label_smoothing < 1):
         raise ConfigError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         raise ConfigError(f"compile must be null or one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
+    if init not in (None, "kaiming"):
+        raise ConfigError(f"init must be null (torch's default) or kaiming, got {init!r}")
     module = MNISTClassifier(
         net=to_dict(cfg.model),
         optimizer=to_dict(cfg.optimizer),
@@ -54,6 +56,8 @@ def build_module(cfg: DictConfig) -> MNISTClassifier:
         channels_last=cfg.channels_last,
         label_smoothing=label_smoothing,
     )
+    if init == "kaiming":  # a checkpoint loaded later (ckpt_path=, resume=) replaces these weights
+        kaiming_init(module.net)
     if compile_mode:  # nn.Module.compile keeps the state_dict's names, so checkpoints are as without it
         module.net.compile(mode=compile_mode)
     try:
