@@ -272,5 +272,6 @@ def test_the_same_config_and_seed_give_identical_results_and_a_full_record(mnist
     assert "\nseed: 7\n" in resolved(runs[0]) and "${" not in resolved(runs[0])
     environment = json.loads((record / "environment.json").read_text())
     assert environment["packages"]["torch"] == metadata.version("torch") and "lightning" in environment["packages"]
+    assert environment["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
     assert environment["git"]["commit"] == (commit.stdout.strip() or None)

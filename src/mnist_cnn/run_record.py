@@ -2,9 +2,11 @@
 
 Hydra already writes `config.yaml` (with interpolations), `overrides.yaml` and `hydra.yaml` into the run's
 `.hydra/` folder; beside them go `resolved_config.yaml` (every value as this run used it) and
-`environment.json` (Python, every installed package's version, the git commit and whether the tree was dirty).
+`environment.json` (Python, every installed package's version, the git commit and whether the tree was dirty,
+and the processor).
 """
 
+import os
 import platform
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -51,6 +54,31 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "git": git_state(),
         "packages": {dist.metadata["Name"]: dist.version for dist in sorted_distributions()},
+        "machine": machine(),
+    }
+
+
+SIMD_FLAG_PREFIXES = ("avx", "amx", "fma", "sse4")
+
+
+def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """The processor and the vector instructions torch's kernels use.
+
+    With one thread a run repeats to the digit on one machine, yet the same command gave other digits on other
+    days (docs/recipes.md): kernels built for other instructions sum in another order. This says which.
+    """
+    fields: dict[str, str] = {}
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").split("\n\n", 1)[0].splitlines():  # the first processor
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    flags = sorted(flag for flag in fields.get("flags", "").split() if flag.startswith(SIMD_FLAG_PREFIXES))
+    return {
+        "cpu": fields.get("model name") or platform.processor() or None,
+        "cpu_family_model": f"{fields['cpu family']}/{fields['model']}" if "cpu family" in fields else None,
+        "cores": os.cpu_count(),
+        "simd_flags": flags,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 

@@ -1,0 +1,39 @@
+"""What a run folder records about the machine: the processor and the instructions torch's kernels use."""
+
+import os
+from pathlib import Path
+
+import torch
+
+from mnist_cnn.run_record import environment, machine
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC 9R14 96-Core Processor
+flags\t\t: fpu sse4_1 sse4_2 avx avx2 fma avx512f avx512_bf16 amx_tile ht
+
+processor\t: 1
+model name\t: another core's line, not read
+"""
+
+
+def test_machine_reads_the_first_processor_and_its_vector_flags(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO)
+    found = machine(cpuinfo)
+    assert found["cpu"] == "AMD EPYC 9R14 96-Core Processor" and found["cpu_family_model"] == "25/17"
+    assert found["simd_flags"] == ["amx_tile", "avx", "avx2", "avx512_bf16", "avx512f", "fma", "sse4_1", "sse4_2"]
+    assert found["cores"] == os.cpu_count()
+    assert found["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_machine_without_cpuinfo_still_names_what_torch_uses(tmp_path: Path) -> None:
+    found = machine(tmp_path / "missing")
+    assert found["cpu_family_model"] is None and found["simd_flags"] == []
+    assert found["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_the_environment_record_includes_the_machine() -> None:
+    assert environment()["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
