@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from mnist_cnn.run_record import environment, machine
@@ -27,6 +28,15 @@ def test_machine_reads_the_first_processor_and_its_vector_flags(tmp_path: Path) 
     assert found["simd_flags"] == ["amx_tile", "avx", "avx2", "avx512_bf16", "avx512f", "fma", "sse4_1", "sse4_2"]
     assert found["cores"] == os.cpu_count()
     assert found["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_machine_records_the_instruction_caps_set_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS", raising=False)
+    assert machine(tmp_path / "missing")["isa_limits"].get("ONEDNN_MAX_CPU_ISA") == "AVX2"
+    assert "MKL_ENABLE_INSTRUCTIONS" not in machine(tmp_path / "missing")["isa_limits"]
 
 
 def test_machine_without_cpuinfo_still_names_what_torch_uses(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 Hydra already writes `config.yaml` (with interpolations), `overrides.yaml` and `hydra.yaml` into the run's
 `.hydra/` folder; beside them go `resolved_config.yaml` (every value as this run used it) and
 `environment.json` (Python, every installed package's version, the git commit and whether the tree was dirty,
-and the processor).
+and the processor with the vector instructions torch's kernels use).
 """
 
 import os
@@ -59,6 +59,8 @@ def environment() -> dict[str, Any]:
 
 
 SIMD_FLAG_PREFIXES = ("avx", "amx", "fma", "sse4")
+# Caps on the instructions of torch's own kernels, oneDNN's (convolutions) and MKL's (matrix products)
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
@@ -79,6 +81,7 @@ def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "simd_flags": flags,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_limits": {name: os.environ[name] for name in ISA_LIMITS if name in os.environ},
     }
 
 
