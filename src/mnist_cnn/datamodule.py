@@ -183,15 +183,7 @@ class MNISTDataModule(MNISTDataModuleBase):
         train_size: int | None = None,
     ) -> None:
         super().__init__(
-            data_dir,
-            batch_size,
-            eval_batch_size,
-            val_size,
-            split_seed,
-            download,
-            augment_eval,
-            dataset=dataset,
-            train_size=train_size,
+            data_dir, batch_size, eval_batch_size, val_size, split_seed, download, augment_eval, dataset, train_size
         )
         _check_non_negative_int("num_workers", num_workers)
         self.save_hyperparameters(ignore=["augmentation"], logger=False)

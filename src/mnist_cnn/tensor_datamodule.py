@@ -86,15 +86,7 @@ class MNISTTensorDataModule(MNISTDataModuleBase):
         train_size: int | None = None,
     ) -> None:
         super().__init__(
-            data_dir,
-            batch_size,
-            eval_batch_size,
-            val_size,
-            split_seed,
-            download,
-            augment_eval,
-            dataset=dataset,
-            train_size=train_size,
+            data_dir, batch_size, eval_batch_size, val_size, split_seed, download, augment_eval, dataset, train_size
         )
         self.save_hyperparameters(ignore=["augmentation"], logger=False)
         self.augmentation = augmentation
