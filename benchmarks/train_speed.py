@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from mnist_cnn import run_record
+
 HERE = Path(__file__).resolve().parent
 RUNS = {"a": "(a) chapter", "b": "(b) ours", "c": "(c) ours-bare", "d": "(d) ours-60k"}
 
@@ -78,11 +80,12 @@ def run_one(key: str, args: argparse.Namespace, seed: int, tmp: Path) -> dict:
 
 
 def machine() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+    """The machine in a line, with the instructions torch's kernels use: they change a run's digits (run_record)."""
+    found = run_record.machine()
+    cpu = f"{found['cpu'] or platform.machine()}, torch kernels {found['torch_cpu_capability']}"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (
-        f"{os.cpu_count()} CPU cores ({cpu}), {device}, torch {torch.__version__}, Python {platform.python_version()}"
+        f"{found['cores']} CPU cores ({cpu}), {device}, torch {torch.__version__}, Python {platform.python_version()}"
     )
 
 
