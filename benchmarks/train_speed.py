@@ -82,7 +82,8 @@ def run_one(key: str, args: argparse.Namespace, seed: int, tmp: Path) -> dict:
 def machine() -> str:
     """The machine in a line, with the instructions torch's kernels use: they change a run's digits (run_record)."""
     found = run_record.machine()
-    cpu = f"{found['cpu'] or platform.machine()}, torch kernels {found['torch_cpu_capability']}"
+    caps = "".join(f", {name}={value}" for name, value in found["isa_limits"].items())
+    cpu = f"{found['cpu'] or platform.machine()}, torch kernels {found['torch_cpu_capability']}{caps}"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (
         f"{found['cores']} CPU cores ({cpu}), {device}, torch {torch.__version__}, Python {platform.python_version()}"

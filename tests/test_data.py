@@ -71,7 +71,10 @@ def test_val_size_zero_trains_on_everything_and_skips_validation(mnist_root: Pat
 def test_train_size_takes_a_nested_subset_and_keeps_the_validation_images(mnist_root: Path) -> None:
     small, larger, full = (datamodule(mnist_root, train_size=size) for size in (30, 60, None))
     assert (len(small.train_set), len(larger.train_set), len(full.train_set)) == (30, 60, TRAIN_SIZE - 40)
-    assert set(small.train_set.indices) < set(larger.train_set.indices) < set(full.train_set.indices)
+    assert (
+        small.train_set.indices == full.train_set.indices[:30]
+        and larger.train_set.indices[:30] == small.train_set.indices
+    )
     assert small.val_set.indices == larger.val_set.indices == full.val_set.indices
     assert len(datamodule(mnist_root, val_size=0, train_size=TRAIN_SIZE).train_set) == TRAIN_SIZE
 

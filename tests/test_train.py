@@ -73,9 +73,10 @@ def test_tensorboard_holds_curves_confusion_images_and_hparams(trained: Path) ->
     assert "_hparams_/session_start_info" in hparams
     session = hparams["_hparams_/session_start_info"]
     assert all(
-        column in session for column in (b"model", b"optimizer", b"lr", b"batch_size", b"augmentation", b"train_images")
+        column in session
+        for column in (b"model", b"optimizer", b"lr", b"batch_size", b"augmentation", b"train_images", b"init")
     )
-    assert b"_target_" not in session and b"flip 0.5, rotate 10" in session  # readable, not class paths
+    assert b"_target_" not in session and b"flip 0.5, rotate 10" in session and b"torch default" in session
 
 
 def test_eval_of_the_best_checkpoint_reproduces_the_test_metrics(

@@ -58,7 +58,7 @@ def environment() -> dict[str, Any]:
     }
 
 
-SIMD_FLAG_PREFIXES = ("avx", "amx", "fma", "sse4")
+SIMD_FLAG_PREFIXES = ("avx", "amx", "fma", "sse4", "asimd", "sve")  # x86's, then ARM's
 # Caps on the instructions of torch's own kernels, oneDNN's (convolutions) and MKL's (matrix products)
 ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
@@ -74,10 +74,12 @@ def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
         for line in cpuinfo.read_text(errors="replace").split("\n\n", 1)[0].splitlines():  # the first processor
             key, _, value = line.partition(":")
             fields.setdefault(key.strip(), value.strip())
-    flags = sorted(flag for flag in fields.get("flags", "").split() if flag.startswith(SIMD_FLAG_PREFIXES))
+    listed = fields.get("flags") or fields.get("Features", "")  # x86 calls them flags, ARM Features
+    flags = sorted(flag for flag in listed.split() if flag.startswith(SIMD_FLAG_PREFIXES))
+    family, model = fields.get("cpu family"), fields.get("model")
     return {
         "cpu": fields.get("model name") or platform.processor() or None,
-        "cpu_family_model": f"{fields['cpu family']}/{fields['model']}" if "cpu family" in fields else None,
+        "cpu_family_model": f"{family}/{model}" if family and model else None,
         "cores": os.cpu_count(),
         "simd_flags": flags,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -96,6 +96,7 @@ def _hparams(cfg: DictConfig, module: MNISTClassifier) -> dict[str, Any]:
         "batch_size": cfg.data.batch_size,
         "augmentation": describe_augmentation(cfg.data),
         "max_epochs": cfg.trainer.get("max_epochs"),
+        "init": cfg.get("init") or "torch default",
         "seed": cfg.seed,
     }
 
