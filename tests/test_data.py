@@ -73,7 +73,7 @@ def test_train_size_takes_a_nested_subset_and_keeps_the_validation_images(mnist_
     assert (len(small.train_set), len(larger.train_set), len(full.train_set)) == (30, 60, TRAIN_SIZE - 40)
     assert (
         small.train_set.indices == full.train_set.indices[:30]
-        and larger.train_set.indices[:30] == small.train_set.indices
+        and larger.train_set.indices == full.train_set.indices[:60]
     )
     assert small.val_set.indices == larger.val_set.indices == full.val_set.indices
     assert len(datamodule(mnist_root, val_size=0, train_size=TRAIN_SIZE).train_set) == TRAIN_SIZE

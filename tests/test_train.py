@@ -95,6 +95,7 @@ def test_eval_of_the_best_checkpoint_reproduces_the_test_metrics(
     assert "test/confusion_matrix" in events.Tags()["images"]
     session = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     assert b"lr" in session and b"ConvolutionalMNISTClassifier" in session  # the checkpoint's config
+    assert b"torch default" not in session  # eval cannot know how the checkpoint's weights started
 
 
 def test_a_new_run_from_last_checkpoint_continues_the_epoch_count(

@@ -96,7 +96,6 @@ def _hparams(cfg: DictConfig, module: MNISTClassifier) -> dict[str, Any]:
         "batch_size": cfg.data.batch_size,
         "augmentation": describe_augmentation(cfg.data),
         "max_epochs": cfg.trainer.get("max_epochs"),
-        "init": cfg.get("init") or "torch default",
         "seed": cfg.seed,
     }
 
@@ -169,6 +168,8 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
     params = _hparams(cfg, module)
     if "train_images" in results:  # a training run's: with data.train_size, the x axis of a learning curve
         params["train_images"] = results["train_images"]
+    if "init" in cfg:  # a training run's; eval's config does not say how its checkpoint started
+        params["init"] = cfg.init or "torch default"
     log_final_metrics(trainer, params, final)
     write_json(output_dir / "metrics.json", metrics)
     summary = " ".join(f"{key}={_format(key, value)}" for key, value in metrics.items() if not isinstance(value, dict))
