@@ -1,5 +1,6 @@
 """Every option of every config group composes, and instantiates the class it names."""
 
+import logging
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+import mnist_cnn.runner
 from mnist_cnn.augment import RandomFlipRotate
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.datamodule import MNISTDataModule
@@ -111,6 +113,18 @@ def test_trainer_callbacks_and_loggers_instantiate(tmp_path: Path, trainer: str,
     names = {type(cb).__name__ for cb in built.callbacks}
     if callbacks == "default":
         assert {"ModelCheckpoint", "LearningRateMonitor", "ModelSummary", "StepLossProgressBar"} <= names
+
+
+@pytest.mark.parametrize(("flags", "warned"), [(["avx2"], True), (["avx2", "avx512_bf16"], False)])
+def test_bf16_on_a_cpu_without_its_instructions_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, flags: list[str], warned: bool
+) -> None:
+    monkeypatch.setattr(mnist_cnn.runner, "machine", lambda: {"simd_flags": flags, "isa_limits": {}})
+    with caplog.at_level(logging.WARNING, logger="mnist_cnn.runner"):
+        build_trainer(compose_train(tmp_path, "trainer.precision=bf16-mixed", "callbacks=none", "logger=csv"))
+        build_trainer(compose_train(tmp_path, "callbacks=none", "logger=csv"))  # 32-true: never a warning
+    warnings = [record.getMessage() for record in caplog.records if "emulates" in record.getMessage()]
+    assert len(warnings) == warned and all(message.startswith("trainer.precision=bf16-mixed") for message in warnings)
 
 
 def test_hydra_run_and_sweep_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

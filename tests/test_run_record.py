@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn.run_record import environment, machine
+from mnist_cnn.run_record import environment, has_native_bf16, machine
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -29,9 +29,23 @@ def test_machine_reads_the_first_processor_and_its_vector_flags(tmp_path: Path) 
 
 def test_machine_reads_arm_features_and_tolerates_missing_fields(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\ncpu family\t: 25\nFeatures\t: fp asimd sve evtstrm\n")
+    cpuinfo.write_text("processor\t: 0\ncpu family\t: 25\nFeatures\t: fp asimd sve evtstrm bf16\n")
     found = machine(cpuinfo)
-    assert found["simd_flags"] == ["asimd", "sve"] and found["cpu_family_model"] is None
+    assert found["simd_flags"] == ["asimd", "bf16", "sve"] and found["cpu_family_model"] is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "caps", "native"),
+    [
+        (["avx2", "avx512_bf16", "avx512f"], {}, True),
+        (["amx_bf16", "avx2"], {}, True),
+        (["asimd", "bf16"], {}, True),
+        (["avx2", "avx512f"], {}, False),  # AVX-512 without its bfloat16 extension
+        (["avx2", "avx512_bf16"], {"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),  # there, but capped away
+    ],
+)
+def test_native_bf16_needs_its_instructions_uncapped(flags: list[str], caps: dict[str, str], native: bool) -> None:
+    assert has_native_bf16({"simd_flags": flags, "isa_limits": caps}) is native
 
 
 def test_machine_records_the_instruction_caps_set_in_the_environment(

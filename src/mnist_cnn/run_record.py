@@ -58,7 +58,7 @@ def environment() -> dict[str, Any]:
     }
 
 
-SIMD_FLAG_PREFIXES = ("avx", "amx", "fma", "sse4", "asimd", "sve")  # x86's, then ARM's
+SIMD_FLAG_PREFIXES = ("avx", "amx", "fma", "sse4", "asimd", "sve", "bf16")  # x86's, then ARM's
 # Caps on the instructions of torch's own kernels, oneDNN's (convolutions) and MKL's (matrix products)
 ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
@@ -85,6 +85,14 @@ def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "isa_limits": {name: os.environ[name] for name in ISA_LIMITS if name in os.environ},
     }
+
+
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86's two, ARM's
+
+
+def has_native_bf16(found: dict[str, Any]) -> bool:
+    """Whether the CPU computes bfloat16 in hardware and no instruction cap hides it; else torch emulates it, slowly."""
+    return bool(NATIVE_BF16_FLAGS.intersection(found["simd_flags"])) and not found["isa_limits"]
 
 
 def sorted_distributions() -> list[metadata.Distribution]:

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
@@ -23,6 +24,7 @@ from mnist_cnn.exporters import export_onnx
 from mnist_cnn.files import save_torch, write_json
 from mnist_cnn.metrics import class_names_of
 from mnist_cnn.robustness import RobustnessCheck
+from mnist_cnn.run_record import has_native_bf16, machine
 from mnist_cnn.sweep import RELAUNCH_IN_SWEEP, in_multirun
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,20 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     callbacks = [*named.values(), *extra_callbacks]
     if cfg.get("robustness"):
         callbacks.append(RobustnessCheck(cfg.paths.output_dir))
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    warn_if_bf16_is_emulated(trainer)
+    return trainer
+
+
+def warn_if_bf16_is_emulated(trainer: L.Trainer) -> None:
+    """bf16 on a CPU without bfloat16 instructions runs, but several times slower than float32 (docs/recipes.md)."""
+    on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
+    if on_cpu and str(trainer.precision).startswith("bf16") and not has_native_bf16(machine()):
+        log.warning(
+            "trainer.precision=%s on a CPU without native bfloat16 (AVX-512 BF16, AMX or ARM bf16), or with its "
+            "instructions capped: torch emulates it, several times slower than 32-true",
+            trainer.precision,
+        )
 
 
 def check_launch(trainer: L.Trainer) -> None:
