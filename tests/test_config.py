@@ -121,9 +121,9 @@ def test_bf16_on_a_cpu_without_its_instructions_warns(
 ) -> None:
     monkeypatch.setattr(mnist_cnn.runner, "machine", lambda: {"simd_flags": flags, "isa_limits": {}})
     with caplog.at_level(logging.WARNING, logger="mnist_cnn.runner"):
-        build_trainer(compose_train(tmp_path, "trainer.precision=bf16-mixed", "callbacks=none", "logger=csv"))
-        build_trainer(compose_train(tmp_path, "callbacks=none", "logger=csv"))  # 32-true: never a warning
-    warnings = [record.getMessage() for record in caplog.records if "emulates" in record.getMessage()]
+        build_trainer(compose_train(tmp_path, "trainer=cpu", "trainer.precision=bf16-mixed", "callbacks=none"))
+        build_trainer(compose_train(tmp_path, "trainer=cpu", "callbacks=none"))  # 32-true: never a warning
+    warnings = [record.getMessage() for record in caplog.records if "emulated" in record.getMessage()]
     assert len(warnings) == warned and all(message.startswith("trainer.precision=bf16-mixed") for message in warnings)
 
 

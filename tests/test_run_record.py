@@ -42,6 +42,9 @@ def test_machine_reads_arm_features_and_tolerates_missing_fields(tmp_path: Path)
         (["asimd", "bf16"], {}, True),
         (["avx2", "avx512f"], {}, False),  # AVX-512 without its bfloat16 extension
         (["avx2", "avx512_bf16"], {"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),  # there, but capped away
+        (["avx2", "avx512_bf16"], {"DNNL_MAX_CPU_ISA": "avx512_core"}, False),  # AVX-512 without its bf16
+        (["avx512_bf16"], {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "ATEN_CPU_CAPABILITY": "avx2"}, True),
+        (["amx_bf16"], {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}, True),
     ],
 )
 def test_native_bf16_needs_its_instructions_uncapped(flags: list[str], caps: dict[str, str], native: bool) -> None:

@@ -88,11 +88,14 @@ def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
 
 
 NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86's two, ARM's
+ONEDNN_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN runs bf16 convolutions and matrix products
 
 
 def has_native_bf16(found: dict[str, Any]) -> bool:
-    """Whether the CPU computes bfloat16 in hardware and no instruction cap hides it; else torch emulates it, slowly."""
-    return bool(NATIVE_BF16_FLAGS.intersection(found["simd_flags"])) and not found["isa_limits"]
+    """Whether the CPU computes bfloat16 in hardware and no oneDNN cap hides it; else it is emulated, slowly."""
+    caps = [found["isa_limits"][name].upper() for name in ONEDNN_CAPS if name in found["isa_limits"]]
+    hidden = any(not any(keep in cap for keep in ("BF16", "AMX", "ALL")) for cap in caps)
+    return bool(NATIVE_BF16_FLAGS.intersection(found["simd_flags"])) and not hidden
 
 
 def sorted_distributions() -> list[metadata.Distribution]:

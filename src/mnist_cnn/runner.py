@@ -74,12 +74,12 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
 
 
 def warn_if_bf16_is_emulated(trainer: L.Trainer) -> None:
-    """bf16 on a CPU without bfloat16 instructions runs, but several times slower than float32 (docs/recipes.md)."""
+    """bf16 on a CPU without bfloat16 instructions runs, but 7x slower than float32 for fast (docs/recipes.md)."""
     on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
     if on_cpu and str(trainer.precision).startswith("bf16") and not has_native_bf16(machine()):
         log.warning(
-            "trainer.precision=%s on a CPU without native bfloat16 (AVX-512 BF16, AMX or ARM bf16), or with its "
-            "instructions capped: torch emulates it, several times slower than 32-true",
+            "trainer.precision=%s on a CPU without native bfloat16 (AVX-512 BF16, AMX or ARM bf16), or with oneDNN "
+            "capped below it: it is emulated, several times slower than trainer.precision=32-true",
             trainer.precision,
         )
 
