@@ -115,6 +115,19 @@ def test_trainer_callbacks_and_loggers_instantiate(tmp_path: Path, trainer: str,
         assert {"ModelCheckpoint", "LearningRateMonitor", "ModelSummary", "StepLossProgressBar"} <= names
 
 
+def test_without_a_logger_the_lr_monitor_is_left_out_and_training_runs(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "~logger", "trainer=cpu", "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0")
+    built = build_trainer(cfg)
+    assert built.loggers == []
+    assert not [cb for cb in built.callbacks if type(cb).__name__ == "LearningRateMonitor"]
+    assert "ModelCheckpoint" in {type(cb).__name__ for cb in built.callbacks}
+    images, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    batches = torch.utils.data.DataLoader(list(zip(images, labels, strict=True)), batch_size=4)
+    module = MNISTClassifier(net=to_dict(cfg.model), optimizer=to_dict(cfg.optimizer))
+    built.fit(module, train_dataloaders=batches, val_dataloaders=batches)
+    assert built.global_step == 2
+
+
 @pytest.mark.parametrize(("flags", "warned"), [(["avx2"], True), (["avx2", "avx512_bf16"], False)])
 def test_bf16_on_a_cpu_without_its_instructions_warns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, flags: list[str], warned: bool

@@ -10,7 +10,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.callbacks import LearningRateMonitor, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
@@ -65,6 +65,11 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
             f"callbacks: one average of the weights at a time, got {' and '.join(averages)}; "
             f"set the others to null (callbacks.{averages[0]}=null)"
         )
+    if not loggers:  # `~logger`: Lightning refuses a learning-rate monitor with nothing to write to
+        monitors = [name for name, callback in named.items() if isinstance(callback, LearningRateMonitor)]
+        for name in monitors:
+            log.info(f"no logger: callbacks.{name} left out, it has nothing to write to")
+            del named[name]
     callbacks = [*named.values(), *extra_callbacks]
     if cfg.get("robustness"):
         callbacks.append(RobustnessCheck(cfg.paths.output_dir))
