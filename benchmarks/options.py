@@ -1,13 +1,15 @@
 """What each speed option gives on this machine, measured in one process with interleaved repeats.
 
     python benchmarks/options.py --data-dir ../shared/data
+    python benchmarks/options.py --data-dir ../shared/data --parts lightning     # one part only
 
-Parts: the training step (memory layout, Adam implementation, torch.compile with its compile time,
-thread count), what Lightning adds per step, batch augmentation (ours against per-image alternatives, our
-sampling grid and elastic blur against torch's and torchvision's, and two cheaper-looking ways to sample
-that were not kept), making the next batch in a second thread during the step (not kept), the update of an
-EMA of the weights, evaluation batch size, and the classic PIL loader's worker count. Each figure is the
-median of interleaved repeats, because timings on a shared machine drift; compare rows within one part of
+Parts (`--parts`): the training step (memory layout, Adam implementation, torch.compile with its compile
+time, thread count), what Lightning adds per step (automatic and manual optimization, the epoch alone),
+batch augmentation (ours against per-image alternatives, our sampling grid and elastic blur against torch's
+and torchvision's, and two cheaper-looking ways to sample that were not kept), making the next batch in a
+second thread during the step (not kept), the update of an EMA of the weights, evaluation batch size, and
+the classic PIL loader's worker count. Each figure is the median of interleaved repeats, because timings on
+a shared machine drift; compare rows within one part of
 one run, not across runs.
 """
 
@@ -19,6 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import lightning as L
 import torch
@@ -44,6 +47,7 @@ from mnist_cnn.tensor_datamodule import MNISTTensorDataModule, TensorMNIST
 
 BATCH = 64
 STEPS_PER_EPOCH = 55_000 // BATCH + 1
+LIGHTNING_STEPS = 400  # per pass of the Lightning part: enough that a pass takes seconds
 
 
 def median_ms(candidates: dict[str, Callable[[], None]], calls: int, repeats: int) -> dict[str, float]:
@@ -285,31 +289,93 @@ class LoggingEveryStep(MNISTClassifier):
         pass
 
 
+class LossOnly(MNISTClassifier):
+    """The plain loop's step inside Lightning's automatic optimization: no metrics, no callbacks of ours."""
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        return self.criterion(self(images), labels)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return []
+
+    def on_train_epoch_end(self) -> None:
+        pass
+
+
+class ManualLossOnly(LossOnly):
+    """The same step under manual optimization: the module calls zero_grad, backward and step itself."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = False
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        optimizer.zero_grad()
+        images, labels = batch
+        self.criterion(self(images), labels).backward()
+        optimizer.step()
+
+
+class EpochClock(L.Callback):
+    """Seconds of the training epoch alone: the fit's start-up and teardown are left out."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.started
+
+
 def lightning_options(batches: list, repeats: int) -> None:
-    """Lightning's cost per step: one pass over the same batches, by a plain loop and by `Trainer.fit`."""
+    """Lightning's cost per step: one pass over the same batches, by a plain loop and by `Trainer.fit`.
+
+    Only the epoch is timed (`EpochClock`), so the fit's start-up, which a short pass would spread over few
+    steps, is not counted.
+    """
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     net = {"_target_": "mnist_cnn.cnn.ConvolutionalMNISTClassifier"}
     adam = {"_target_": "torch.optim.Adam", "lr": 1e-3, "fused": True}
 
-    def fit(module_class: type[MNISTClassifier]) -> Callable[[], None]:
-        def one_pass() -> None:
+    def fit(module_class: type[MNISTClassifier]) -> Callable[[], float]:
+        def one_pass() -> float:
+            clock = EpochClock()
             trainer = L.Trainer(
                 max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, log_every_n_steps=50,
+                enable_model_summary=False, log_every_n_steps=50, callbacks=[clock],
             )  # fmt: skip
             trainer.fit(module_class(net, adam), train_dataloaders=DataLoader(batches, batch_size=None))
+            return clock.seconds
 
         return one_pass
 
-    step = cycling_step(batches, torch.channels_last, fused=True)
+    def plain_pass() -> float:
+        step = model_step(torch.channels_last, fused=True)
+        start = time.perf_counter()
+        for images, labels in batches:
+            step(images, labels)
+        return time.perf_counter() - start
+
     candidates = {
-        "plain loop (no Lightning)": lambda: [step() for _ in batches],
-        "Trainer.fit, our logging": fit(MNISTClassifier),
+        "plain loop (no Lightning)": plain_pass,
+        "Trainer.fit, the plain step (loss only), automatic optimization": fit(LossOnly),
+        "Trainer.fit, the plain step (loss only), manual optimization": fit(ManualLossOnly),
+        "Trainer.fit, our module (metric updates, its two callbacks)": fit(MNISTClassifier),
         "Trainer.fit, self.log of loss and metric every step": fit(LoggingEveryStep),
     }
-    per_pass = median_ms(candidates, calls=1, repeats=repeats)
-    per_step = {name: ms / len(batches) for name, ms in per_pass.items()}
-    report(f"Lightning's share ({len(batches)} steps per pass, fit start-up included)", per_step, "ms/step")
+    seconds: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):  # in turns, so that drift hits all alike
+        for name, one_pass in candidates.items():
+            seconds[name].append(one_pass())
+    per_step = {name: statistics.median(values) / len(batches) * 1e3 for name, values in seconds.items()}
+    plain = per_step["plain loop (no Lightning)"]
+    ratios = {name: ms / plain for name, ms in per_step.items()}
+    report(f"Lightning's share ({len(batches)} steps per pass, the epoch alone)", per_step, "ms/step")
+    report("... as a ratio to the plain loop", ratios, "x", per_epoch=False)
+
+
+PARTS = ("step", "lightning", "augmentation", "grid", "sampling", "overlap", "ema", "eval", "workers")
 
 
 def main() -> None:
@@ -317,20 +383,26 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per figure")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (it compiles for ~30 s)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="which parts to run (default: all)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads")
     datamodule = MNISTTensorDataModule(args.data_dir, BATCH, val_size=0, download=False, augmentation=RandomAffine())
     datamodule.setup()
-    batches = list(itertools.islice(datamodule.train_dataloader(), 100))
-    step_options(batches, with_compile=not args.no_compile, repeats=args.repeats)
-    lightning_options(batches, args.repeats)
-    augmentation_options(datamodule.train_set.images[:BATCH], args.repeats)
-    grid_options(args.repeats)
-    sampling_options(args.repeats)
-    overlap_options(datamodule.train_set, args.repeats)
-    ema_options(args.repeats)
-    eval_options(datamodule, args.repeats)
-    worker_options(args.data_dir)
+    batches = list(itertools.islice(datamodule.train_dataloader(), LIGHTNING_STEPS))
+    parts = {
+        "step": lambda: step_options(batches[:100], with_compile=not args.no_compile, repeats=args.repeats),
+        "lightning": lambda: lightning_options(batches, args.repeats),
+        "augmentation": lambda: augmentation_options(datamodule.train_set.images[:BATCH], args.repeats),
+        "grid": lambda: grid_options(args.repeats),
+        "sampling": lambda: sampling_options(args.repeats),
+        "overlap": lambda: overlap_options(datamodule.train_set, args.repeats),
+        "ema": lambda: ema_options(args.repeats),
+        "eval": lambda: eval_options(datamodule, args.repeats),
+        "workers": lambda: worker_options(args.data_dir),
+    }
+    for name in PARTS:
+        if name in args.parts:
+            parts[name]()
 
 
 if __name__ == "__main__":

@@ -58,6 +58,14 @@ def test_options_benchmark_reports_every_part(mnist_root: Path, tmp_path: Path) 
     assert "one foreach lerp (ours: get_ema_multi_avg_fn)" in stdout
     assert "rounded grid and one gather (same pixels)" in stdout and "1,024 images a call, per 64" in stdout
     assert "| make the next batch in a second thread during the step |" in stdout
+    assert (
+        "the plain step (loss only), manual optimization" in stdout and "### ... as a ratio to the plain loop" in stdout
+    )
+
+
+def test_options_benchmark_runs_only_the_parts_asked_for(mnist_root: Path, tmp_path: Path) -> None:
+    stdout = run_script("options.py", "--data-dir", str(mnist_root), "--repeats", "1", "--parts", "ema", cwd=tmp_path)
+    assert [line for line in stdout.splitlines() if line.startswith("### ")] == ["### Updating an EMA of the weights"]
 
 
 def test_sweep_threads_times_three_ways_of_running_one_sweep(mnist_root: Path, tmp_path: Path) -> None:
