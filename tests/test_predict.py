@@ -91,6 +91,9 @@ def test_exported_weights_predict_as_their_checkpoint(tiny_run: Path, tmp_path: 
         (["inputs=EMPTY"], ConfigError, "the folder holds no images"),
         (["inputs=EMPTY/*.png"], ConfigError, "the pattern matches no files"),
         (["inputs=null"], ConfigError, "mnist-cnn-predict needs inputs="),
+        (["inputs=IMAGES", "batch_size=0"], ConfigError, "batch_size must be an integer >= 1, got 0"),
+        (["inputs=IMAGES", "batch_size=-1"], ConfigError, "batch_size must be an integer >= 1, got -1"),
+        (["inputs=[IMAGES,/no/such.png]"], ConfigError, "inputs=/no/such.png: no such file or folder"),
         (
             ["inputs=IMAGES", "ckpt_path=null"],
             ConfigError,
@@ -109,6 +112,14 @@ def test_bad_inputs_are_one_clear_error(tiny_run: Path, tmp_path: Path, override
     with pytest.raises(error, match=message.replace("*", r"\*").replace("(", r"\(")):
         run_predict(tmp_path, f"ckpt_path={ckpt}", *resolved)
     assert not (tmp_path / "run" / "predictions.csv").exists()
+
+
+def test_a_list_of_inputs_predicts_each_file_once_in_order(tiny_run: Path, tmp_path: Path) -> None:
+    images = digit_images(tmp_path / "images")
+    ckpt = metrics_of(tiny_run)["checkpoint"]
+    inputs = f"inputs=[{images / 'photo.jpg'},{images}/photo_*.png,{images / 'photo_0.png'}]"
+    rows = run_predict(tmp_path, f"ckpt_path={ckpt}", inputs)
+    assert [Path(row["file"]).name for row in rows] == ["photo.jpg"] + [f"photo_{index}.png" for index in range(5)]
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ or holds no digit, stays in the batch with its error, so one bad file never stop
 """
 
 import glob
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +78,24 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class ImageFilesDataModule(L.LightningDataModule):
-    """`inputs`: a file, a folder or a glob; batches of `batch_size` preprocessed images, in file order."""
+def find_all_images(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """`find_images` of one input, or of each of a list (`inputs=[a.png,scans/]`) in order, each file once."""
+    if isinstance(inputs, str | Path):
+        return find_images(inputs)
+    found = [file for entry in inputs for file in find_images(str(entry))]
+    return list(dict.fromkeys(found))
 
-    def __init__(self, inputs: str, batch_size: int = 64, num_workers: int = 0) -> None:
+
+class ImageFilesDataModule(L.LightningDataModule):
+    """`inputs`: a file, a folder, a glob, or a list of them; batches of `batch_size` preprocessed images."""
+
+    def __init__(self, inputs: str | Sequence[str], batch_size: int = 64, num_workers: int = 0) -> None:
         super().__init__()
         if not inputs:
             raise ConfigError("mnist-cnn-predict needs inputs=<an image file, a folder of images, or a glob>")
-        self.files = find_images(inputs)
+        if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
+            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.files = find_all_images(inputs)
         self.batch_size, self.num_workers = batch_size, num_workers
 
     def predict_dataloader(self) -> DataLoader:
