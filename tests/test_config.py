@@ -18,6 +18,7 @@ from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.datamodule import MNISTDataModule
 from mnist_cnn.runner import CONFIG_DIR, build_trainer, to_dict
 from mnist_cnn.tensor_datamodule import MNISTTensorDataModule
+from mnist_cnn.train import build_module, warn_of_skipped_work
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths", "hydra", "experiment"]
 
@@ -126,6 +127,28 @@ def test_without_a_logger_the_lr_monitor_is_left_out_and_training_runs(tmp_path:
     module = MNISTClassifier(net=to_dict(cfg.model), optimizer=to_dict(cfg.optimizer))
     built.fit(module, train_dataloaders=batches, val_dataloaders=batches)
     assert built.global_step == 2
+
+
+def test_removing_the_scheduler_group_means_no_scheduler(tmp_path: Path) -> None:
+    module = build_module(compose_train(tmp_path, "~scheduler"))
+    assert module.hparams.scheduler is None and set(module.configure_optimizers()) == {"optimizer"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warning"),
+    [
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0: nothing is trained"),
+        (["robustness=true", "test=false"], "robustness=true measures the test set, which test=false skips"),
+        (["robustness=true"], None),
+    ],
+)
+def test_settings_that_skip_work_say_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, overrides: list[str], warning: str | None
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mnist_cnn.train"):
+        warn_of_skipped_work(compose_train(tmp_path, *overrides))
+    messages = [record.getMessage() for record in caplog.records]
+    assert (len(messages) == 1 and warning in messages[0]) if warning else messages == []
 
 
 @pytest.mark.parametrize(("flags", "warned"), [(["avx2"], True), (["avx2", "avx512_bf16"], False)])

@@ -3,6 +3,7 @@
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAST, TEST_SIZE, TRAIN_SIZE, compose_config, metrics_of
@@ -63,6 +64,18 @@ def test_evaluating_the_best_checkpoint_gives_the_runs_test_accuracy(
         evaluated = evaluate(cfg)
     assert evaluated["test_acc"] == pytest.approx(metrics["test_acc"], abs=1e-6)
     assert (tmp_path / "test_confusion_matrix.csv").read_text() == (tiny_run / "test_confusion_matrix.csv").read_text()
+
+
+def test_a_test_limited_to_some_batches_reports_the_images_it_tested(
+    tiny_run: Path, mnist_root: Path, tmp_path: Path
+) -> None:
+    overrides = [f"ckpt_path={metrics_of(tiny_run)['checkpoint']}", f"paths.data_dir={mnist_root}"]
+    overrides += [f"paths.output_dir={tmp_path}", "data.download=false", "trainer.accelerator=cpu"]
+    cfg = compose_config("eval", *overrides, "data.eval_batch_size=16", "trainer.limit_test_batches=2")
+    with torch.random.fork_rng(devices=[]):
+        evaluated = evaluate(cfg)
+    confusion = np.loadtxt(tmp_path / "test_confusion_matrix.csv", delimiter=",", skiprows=1, usecols=range(1, 11))
+    assert evaluated["test_images"] == confusion.sum() == 32 < TEST_SIZE
 
 
 def checkpoint_at(epoch: int, processed: int) -> dict:
@@ -131,6 +144,13 @@ def test_a_truncated_checkpoint_is_one_line_error(tiny_run: Path, tmp_path: Path
     broken.write_bytes((tiny_run / "checkpoints" / "last.ckpt").read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint"):
         read_checkpoint(broken)
+
+
+def test_a_run_folder_given_as_a_checkpoint_is_one_line_error(tiny_run: Path) -> None:
+    from mnist_cnn.checkpoint import read_checkpoint
+
+    with pytest.raises(CheckpointError, match=f"checkpoint {tiny_run} is a folder: name a .ckpt file in it"):
+        read_checkpoint(tiny_run)
 
 
 def test_tensorboard_hparams_are_readable_columns(tiny_run: Path) -> None:
@@ -211,6 +231,13 @@ def test_tensorboard_gets_a_validation_confusion_matrix_per_epoch_and_the_test_o
         ("data.augmentation.flip_p=2", "augmentation flip_p must be within [0, 1], got 2"),
         ("scheduler=step", "scheduler StepLR fails at its step 1 of 1"),  # with scheduler.step_size=0 below
         ("data=mnist_pil", "data.augmentation.0.p must be within [0, 1], got 2"),  # with p=2 below
+        ("seed=-1", "seed must be an integer in [0, 4294967295], got -1"),
+        ("seed=4294967296", "seed must be an integer in [0, 4294967295], got 4294967296"),
+        ("threads=-2", "threads must be null (one per core) or an integer >= 1, got -2"),
+        ("threads=0", "threads must be null (one per core) or an integer >= 1, got 0"),
+        ("~model", "the config has no model: choose an option (model=<option>) instead of removing the group"),
+        ("~optimizer", "the config has no optimizer: choose an option (optimizer=<option>)"),
+        ("trainer.accelerator=mps", "trainer config rejected: `MPSAccelerator` can not run on your system"),
     ],
 )
 def test_bad_values_are_refused_before_training_with_one_message(

@@ -14,6 +14,8 @@ from mnist_cnn.files import save_torch
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint written by `mnist-cnn-train` (safely: tensors and plain values only)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder: name a .ckpt file in it (checkpoints/last.ckpt, say)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:

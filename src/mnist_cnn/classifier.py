@@ -121,7 +121,10 @@ class MNISTClassifier(L.LightningModule):
         return self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self._epoch_metrics("test"))
+        values = self._epoch_metrics("test")
+        # The images actually tested (fewer with limit_test_batches), from the counts synced across processes.
+        values["test/images"] = self.confusion_counts["test"].sum().float()
+        self.log_dict(values)
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         """Class probabilities of a batch of preprocessed images (`mnist_cnn.image_files`)."""

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from mnist_cnn.errors import ConfigError, exit_on_user_error
 from mnist_cnn.metrics import class_names_of, test_results
-from mnist_cnn.runner import CONFIG_DIR, build_datamodule, build_trainer, write_results
+from mnist_cnn.runner import CONFIG_DIR, build_datamodule, build_trainer, check_run_settings, write_results
 from mnist_cnn.sweep import in_multirun, run_job
 from mnist_cnn.trained import classifier_from_checkpoint
 
@@ -17,6 +17,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the model from the checkpoint's own config, test it, export; return the metrics."""
     if not cfg.ckpt_path:
         raise ConfigError("mnist-cnn-eval needs ckpt_path=<a .ckpt file written by mnist-cnn-train>")
+    check_run_settings(cfg, groups=("data", "trainer"))
     module = classifier_from_checkpoint(cfg.ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)

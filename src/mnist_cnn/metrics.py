@@ -57,6 +57,7 @@ def test_results(logged: Mapping[str, float], class_names: Sequence[str]) -> dic
         "test_loss": logged["test/loss"],
         "test_macro_f1": logged["test/macro_f1"],
         "test_calibration_error": logged["test/calibration_error"],
+        "test_images": int(logged["test/images"]),
         "test_per_class": {
             name: {measure: logged[f"test/class_{measure}/{index}"] for measure in PER_CLASS}
             for index, name in enumerate(class_names)

@@ -13,13 +13,14 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.checkpoint import AtomicCheckpointIO
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import count_parameters
 from mnist_cnn.confusion import save_confusion_matrix
-from mnist_cnn.errors import ConfigError, user_error_in
+from mnist_cnn.errors import ConfigError, first_line, user_error_in
 from mnist_cnn.exporters import export_onnx
 from mnist_cnn.files import save_torch, write_json
 from mnist_cnn.metrics import class_names_of
@@ -35,6 +36,24 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 def to_dict(node: Any) -> Any:
     """A resolved plain-Python copy of a config node (None stays None)."""
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+MAX_SEED = 2**32 - 1  # numpy's generators take seeds in [0, 2**32)
+
+
+def check_run_settings(cfg: DictConfig, groups: Sequence[str]) -> None:
+    """Raise unless the config has each of `groups` (`~model` removes one) and a usable seed and thread count."""
+    removed = [group for group in groups if not isinstance(cfg.get(group), DictConfig)]
+    if removed:
+        raise ConfigError(
+            f"the config has no {' and no '.join(removed)}: choose an option ({removed[0]}=<option>) instead of "
+            f"removing the group (~{removed[0]})"
+        )
+    seed, threads = cfg.get("seed"), cfg.get("threads")
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED):
+        raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise ConfigError(f"threads must be null (one per core) or an integer >= 1, got {threads!r}")
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
@@ -73,7 +92,12 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     callbacks = [*named.values(), *extra_callbacks]
     if cfg.get("robustness"):
         callbacks.append(RobustnessCheck(cfg.paths.output_dir))
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    try:
+        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    except InstantiationException as error:
+        if not isinstance(error.__cause__, MisconfigurationException | ValueError):
+            raise
+        raise ConfigError(f"trainer config rejected: {first_line(error.__cause__)}") from error
     warn_if_bf16_is_emulated(trainer)
     return trainer
 

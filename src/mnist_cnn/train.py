@@ -27,7 +27,15 @@ from mnist_cnn.resume import (
 )
 from mnist_cnn.run_dir import resume_is_off
 from mnist_cnn.run_record import write_run_record
-from mnist_cnn.runner import CONFIG_DIR, build_datamodule, build_trainer, check_launch, to_dict, write_results
+from mnist_cnn.runner import (
+    CONFIG_DIR,
+    build_datamodule,
+    build_trainer,
+    check_launch,
+    check_run_settings,
+    to_dict,
+    write_results,
+)
 from mnist_cnn.sweep import in_multirun, run_job
 
 log = logging.getLogger(__name__)
@@ -52,7 +60,7 @@ def build_module(cfg: DictConfig) -> MNISTClassifier:
     module = MNISTClassifier(
         net=to_dict(cfg.model),
         optimizer=to_dict(cfg.optimizer),
-        scheduler=to_dict(cfg.scheduler),
+        scheduler=to_dict(cfg.get("scheduler")),  # `~scheduler`: none
         channels_last=cfg.channels_last,
         label_smoothing=label_smoothing,
     )
@@ -69,7 +77,9 @@ def build_module(cfg: DictConfig) -> MNISTClassifier:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate everything, fit, test the best checkpoint, export; return the final metrics."""
+    check_run_settings(cfg, groups=("data", "model", "optimizer", "trainer"))
     check_epochs(cfg.trainer.get("max_epochs"))
+    warn_of_skipped_work(cfg)
     write_run_record(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
@@ -107,12 +117,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         start = time.perf_counter()
         (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
         results["test_seconds"] = round(time.perf_counter() - start, 2)
-        datamodule.setup("test")  # a no-op, except after ddp_spawn, whose processes set up their own copies
-        results["test_images"] = len(datamodule.test_set)
         results.update(test_results(test_metrics, class_names_of(datamodule)))
     elif best_path:  # export the model that metrics.json names, as a tested run does
         module.load_state_dict(read_checkpoint(best_path)["state_dict"])
     return write_results(cfg, trainer, module, results)
+
+
+def warn_of_skipped_work(cfg: DictConfig) -> None:
+    """Settings that are valid but do less than a user may expect: said once, at the start."""
+    if cfg.trainer.get("max_epochs") == 0:
+        log.warning("trainer.max_epochs=0: nothing is trained; the test and the exports use the initial weights")
+    if cfg.get("robustness") and not cfg.get("test", True):
+        log.warning("robustness=true measures the test set, which test=false skips: no robustness.csv")
 
 
 def best_val_acc(module: MNISTClassifier) -> float | None:
