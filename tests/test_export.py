@@ -88,11 +88,19 @@ def test_predicting_with_onnxruntime_alone_gives_lightning_s_predictions(tiny_ru
     assert (tmp_path / "b" / "predictions.csv").is_file() and (tmp_path / "b" / "preprocessed.png").is_file()
 
 
+def test_one_format_without_brackets_exports_that_format_alone(tiny_run: Path, tmp_path: Path) -> None:
+    written = run_export(tmp_path, metrics_of(tiny_run)["checkpoint"], "formats=torchscript")
+    assert list(written) == ["torchscript"] and Path(written["torchscript"]).is_file()
+    assert not list(tmp_path.glob("*.onnx"))
+
+
 def test_an_unknown_format_or_a_bad_onnx_file_is_one_clear_error(tiny_run: Path, tmp_path: Path) -> None:
     from mnist_cnn.errors import CheckpointError, ConfigError
 
     with pytest.raises(ConfigError, match=r"formats=\['tflite'\]: choose from \['onnx', 'torchscript'\]"):
         run_export(tmp_path, metrics_of(tiny_run)["checkpoint"], "formats=[tflite]")
+    with pytest.raises(ConfigError, match=r"formats=\['onnx', 'tflite'\]: choose from"):
+        run_export(tmp_path, metrics_of(tiny_run)["checkpoint"], "formats=[onnx,tflite]")
     (tmp_path / "fake.onnx").write_text("not a model")
     (tmp_path / "images").mkdir()
     from PIL import Image

@@ -11,7 +11,7 @@ from conftest import FAST, compose_config
 
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.pruning import OptunaPruning
-from mnist_cnn.sweep import job_seed, job_threads, override_key, run_job
+from mnist_cnn.sweep import SweepPreflight, job_seed, job_threads, override_key, run_job
 from mnist_cnn.train import train
 
 
@@ -109,3 +109,24 @@ def test_a_study_s_trial_budget_counts_fresh_trials_and_not_reruns_or_never_run_
     trials = study.get_trials(deepcopy=False)
     assert _has_room(trials, n_trials=2)  # the rerun is waiting to be asked for
     assert not _is_surplus(trials, trials[-1].number, n_trials=2)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["hparams_search=optuna", "data.val_size=0"], True),
+        (["hparams_search=optuna"], False),
+        (["data.val_size=0"], False),  # a grid sweep has no objective: a refit over seeds is fine
+    ],
+)
+def test_a_search_on_validation_without_a_validation_set_is_refused_before_its_first_trial(
+    overrides: list[str], refused: bool, capsys: pytest.CaptureFixture
+) -> None:
+    config = compose_config("train", *overrides, return_hydra_config=True)
+    if refused:
+        with pytest.raises(SystemExit) as stopped:
+            SweepPreflight().on_multirun_start(config)
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err.startswith("error: data.val_size=0 leaves no validation set, and the search's")
+    else:
+        SweepPreflight().on_multirun_start(config)

@@ -57,3 +57,14 @@ def test_nothing_swept_means_no_plot(tmp_path: Path) -> None:
     make_job(tmp_path, 1, ["seed=2"], metrics(0.98, 10.0))
     summarize(tmp_path)
     assert (tmp_path / "runs.md").is_file() and not (tmp_path / "runs.png").exists()
+
+
+def test_a_sweep_that_tested_nothing_groups_its_settings_by_validation_accuracy(tmp_path: Path) -> None:
+    for number, (lr, seed, accuracy) in enumerate([("0.001", 1, 0.97), ("0.001", 2, 0.99), ("0.01", 1, 0.95)]):
+        untested = {**metrics(accuracy, 10.0), "test_acc": None}
+        make_job(tmp_path, number, [f"optimizer.lr={lr}", f"seed={seed}", "test=false"], untested)
+    summarize(tmp_path)
+    table = (tmp_path / "settings.md").read_text()
+    assert "val_acc_best_mean" in table and "test_acc_mean" not in table
+    assert "| optimizer.lr=0.001 | 2 | 17066 | 0.9800 | 0.0141 | 10.0000 |" in table
+    assert "| optimizer.lr=0.01 | 1 | 17066 | 0.9500 | 0.0000 | 10.0000 |" in table

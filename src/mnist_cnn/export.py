@@ -13,12 +13,12 @@ from mnist_cnn.trained import load_classifier
 
 def export(cfg: DictConfig) -> dict[str, str]:
     """Each format in `cfg.formats`, into the run folder; return format -> path."""
-    unknown = sorted(set(cfg.formats) - EXPORTERS.keys())
-    if unknown or not cfg.formats:
-        raise ConfigError(f"formats={list(cfg.formats)}: choose from {sorted(EXPORTERS)}")
+    formats = [cfg.formats] if isinstance(cfg.formats, str) else list(cfg.formats or [])  # formats=onnx: one
+    if not formats or set(formats) - EXPORTERS.keys():
+        raise ConfigError(f"formats={formats}: choose from {sorted(EXPORTERS)}")
     module = load_classifier(cfg.ckpt_path, cfg.weights_path)
     folder = Path(cfg.paths.output_dir)
-    written = {name: str(EXPORTERS[name](module, folder / FORMATS[name])) for name in cfg.formats}
+    written = {name: str(EXPORTERS[name](module, folder / FORMATS[name])) for name in formats}
     for name, path in written.items():
         print(f"{name}: {path}")
     return written

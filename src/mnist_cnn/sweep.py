@@ -161,16 +161,31 @@ RELAUNCH_IN_SWEEP = (
 
 
 class SweepPreflight(Callback):
-    """Hydra callback: refuse, before any job starts, a sweep whose jobs would each re-run the whole sweep.
+    """Hydra callback: refuse, before any job starts, a sweep none of whose jobs could do what it asks.
 
-    `mnist_cnn.runner.check_launch` refuses the same per job, for the cases config alone cannot tell
-    (`strategy: auto` on several GPUs); here the sweep stops at once instead of failing every job.
+    A strategy that would re-run the whole sweep in every job (`mnist_cnn.runner.check_launch` refuses the
+    same per job, for the cases config alone cannot tell: `strategy: auto` on several GPUs), and a search
+    whose objective is measured on a validation set the config leaves out.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        strategy = OmegaConf.select(config, "trainer.strategy")
-        devices = OmegaConf.select(config, "trainer.devices")
-        cluster = "submitit" in str(OmegaConf.select(config, "hydra.launcher._target_"))  # SLURM starts them
-        if strategy in RELAUNCHING_STRATEGIES and devices not in (1, "1") and not cluster:
-            with exit_on_user_error():
-                raise ConfigError(f"trainer.strategy={strategy} {RELAUNCH_IN_SWEEP}")
+        with exit_on_user_error():
+            check_strategy_in_sweep(config)
+            check_search_objective(config)
+
+
+def check_strategy_in_sweep(config: DictConfig) -> None:
+    strategy = OmegaConf.select(config, "trainer.strategy")
+    devices = OmegaConf.select(config, "trainer.devices")
+    cluster = "submitit" in str(OmegaConf.select(config, "hydra.launcher._target_"))  # SLURM starts them
+    if strategy in RELAUNCHING_STRATEGIES and devices not in (1, "1") and not cluster:
+        raise ConfigError(f"trainer.strategy={strategy} {RELAUNCH_IN_SWEEP}")
+
+
+def check_search_objective(config: DictConfig) -> None:
+    objective = OmegaConf.select(config, "hydra.sweeper.objective")  # set by hparams_search (Optuna) only
+    if str(objective).startswith("val") and OmegaConf.select(config, "data.val_size") == 0:
+        raise ConfigError(
+            f"data.val_size=0 leaves no validation set, and the search's objective {objective} is measured on "
+            "it: every trial would fail. Search with a validation set, then refit the winner with data.val_size=0"
+        )

@@ -1,9 +1,10 @@
 """`mnist-cnn-summary <multirun folder>`: one table of a sweep's runs, one per setting over seeds, and a plot.
 
 Writes `runs.csv`/`runs.md` (every job: overrides, status, accuracies, parameters, seconds, error),
-`settings.csv`/`settings.md` (jobs grouped by their overrides other than `seed`: mean and standard
-deviation of test accuracy, mean seconds) and `runs.png` (accuracy against each swept value) into the
-sweep folder, and prints the settings table. Every multirun runs it when it ends (`SweepSummary`).
+`settings.csv`/`settings.md` (jobs grouped by their overrides other than `seed`: mean and standard deviation
+of test accuracy, or of the best validation accuracy where no job was tested, mean seconds) and `runs.png`
+(accuracy against each swept value) into the sweep folder, and prints the settings table. Every multirun
+runs it when it ends (`SweepSummary`).
 """
 
 import argparse
@@ -34,7 +35,15 @@ METRIC_COLUMNS = [
     "seed",
 ]
 RUN_COLUMNS = ["job", "overrides", "status", *METRIC_COLUMNS, "error"]
-SETTING_COLUMNS = ["setting", "runs", "parameters", "test_acc_mean", "test_acc_std", "train_seconds_mean"]
+
+
+def setting_columns(metric: str) -> list[str]:
+    return ["setting", "runs", "parameters", f"{metric}_mean", f"{metric}_std", "train_seconds_mean"]
+
+
+def summary_metric(runs: list[dict[str, Any]]) -> str:
+    """Test accuracy; the best validation accuracy in a sweep that tested nothing (`test=false`, searches)."""
+    return "test_acc" if any(run["test_acc"] is not None for run in runs) else "val_acc_best"
 
 
 def read_run(job_dir: Path) -> dict[str, Any]:
@@ -78,26 +87,26 @@ def read_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     return [read_run(job) for job in sorted(jobs, key=lambda path: int(path.name) if path.name.isdigit() else 0)]
 
 
-def group_by_setting(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def group_by_setting(runs: list[dict[str, Any]], metric: str = "test_acc") -> list[dict[str, Any]]:
     """Runs that differ only in `seed=` form one setting, named by the overrides not shared by every run."""
     shared = set.intersection(*(set(run["overrides"].split()) for run in runs))
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        if run["status"] == "ok" and run["test_acc"] is not None:
+        if run["status"] == "ok" and run[metric] is not None:
             parts = run["overrides"].split()
             setting = " ".join(part for part in parts if part not in shared and override_key(part) != "seed")
             groups[setting].append(run)
-    return [_describe(setting, members) for setting, members in groups.items()]
+    return [_describe(setting, members, metric) for setting, members in groups.items()]
 
 
-def _describe(setting: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    accuracies = [run["test_acc"] for run in runs]
+def _describe(setting: str, runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    accuracies = [run[metric] for run in runs]
     return {
         "setting": setting or "(the same in every run)",
         "runs": len(runs),
         "parameters": runs[0]["parameters"],
-        "test_acc_mean": statistics.mean(accuracies),
-        "test_acc_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        f"{metric}_mean": statistics.mean(accuracies),
+        f"{metric}_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
         "train_seconds_mean": statistics.mean(run["train_seconds"] for run in runs),
     }
 
@@ -158,7 +167,8 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     runs = read_sweep(sweep_dir)
     write_tables(runs, RUN_COLUMNS, sweep_dir / "runs")
     plot_runs(runs, sweep_dir / "runs.png")
-    print(write_tables(group_by_setting(runs), SETTING_COLUMNS, sweep_dir / "settings"), end="")
+    metric = summary_metric(runs)
+    print(write_tables(group_by_setting(runs, metric), setting_columns(metric), sweep_dir / "settings"), end="")
     failed = [run["job"] for run in runs if run["status"] == "failed"]
     if failed:
         print(f"failed jobs: {', '.join(failed)} (errors in {sweep_dir / 'runs.md'})")
