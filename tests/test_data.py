@@ -169,6 +169,25 @@ def test_download_failure_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.
         dm.prepare_data()
 
 
+def test_a_failed_download_leaves_nothing_a_later_run_would_take_for_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cut_off(self) -> None:  # one file whole, the next one cut off mid-transfer, as a dropped connection does
+        raw = Path(self.raw_folder)
+        raw.mkdir(parents=True)
+        (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"whole")
+        (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b partial")
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nconnection reset")
+
+    root = tmp_path / "data"
+    (root / "MNIST").mkdir(parents=True)
+    (root / "MNIST" / "notes.txt").write_text("the user's, kept")
+    monkeypatch.setattr("torchvision.datasets.MNIST.download", cut_off)
+    with pytest.raises(DataError, match="connection reset"):
+        MNISTDataModule(data_dir=root, download=True).prepare_data()
+    assert sorted(path.name for path in root.rglob("*")) == ["MNIST", "notes.txt"]
+
+
 def test_download_is_skipped_when_the_files_are_there(mnist_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(self) -> None:
         raise AssertionError("must not download")

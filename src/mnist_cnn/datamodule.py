@@ -13,6 +13,7 @@ from torchvision import transforms
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from mnist_cnn.errors import ConfigError, DataError
+from mnist_cnn.files import removed_if_failed
 from mnist_cnn.idx import check_raw_files, load_split, local_copy_hint, missing_files
 from mnist_cnn.images import DIGITS, IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
 
@@ -78,7 +79,8 @@ class MNISTDataModuleBase(L.LightningDataModule):
         """Download the dataset if it is missing and allowed to, then validate its four IDX files."""
         if missing_files(self.raw_dir) and self.hparams.download:
             try:  # fetches all four files; train=False then loads only the small test split
-                DATASETS[self.dataset](self.data_dir, train=False, download=True)
+                with removed_if_failed(self.raw_dir):
+                    DATASETS[self.dataset](self.data_dir, train=False, download=True)
             except RuntimeError as error:
                 lines = str(error).strip().splitlines()  # torchvision: what failed first, the cause last
                 reason = " ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else type(error).__name__

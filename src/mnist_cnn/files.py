@@ -39,3 +39,26 @@ def save_torch(obj: Any, path: Path) -> None:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+@contextmanager
+def removed_if_failed(folder: Path) -> Iterator[None]:
+    """If the block raises, remove what it created under `folder`, and the folders it made, then re-raise.
+
+    For downloads that write in place (torchvision's): a failed one must not leave a partial file that a later
+    run would take for the dataset.
+    """
+    made = [parent for parent in (folder, *folder.parents) if not parent.exists()]
+    existing = set(folder.rglob("*")) if folder.exists() else set()
+    try:
+        yield
+    except BaseException:
+        for path in sorted(set(folder.rglob("*")) - existing, reverse=True):  # a folder's files before it
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
+        for parent in made:  # the deepest first; the block may have made none of them
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+        raise
