@@ -113,6 +113,13 @@ def test_a_second_resume_continues_with_what_the_first_resume_changed(data_600: 
     assert "max_epochs: 3" in (run_dir / ".hydra" / "effective_config.yaml").read_text()
 
 
+def test_a_run_without_a_scheduler_group_resumes(mnist_root: Path, tmp_path: Path) -> None:
+    ok(train(tmp_path, mnist_root, "~scheduler", "trainer.max_epochs=1"))
+    run_dir = single_run_dir(tmp_path)
+    ok(run_cli("train", f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path))
+    assert metrics_of(run_dir)["epochs"] == 2
+
+
 def test_a_resume_with_nothing_to_train_or_fewer_epochs_is_refused_and_changes_nothing(
     mnist_root: Path, tmp_path: Path
 ) -> None:

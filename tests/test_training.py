@@ -149,8 +149,11 @@ def test_a_truncated_checkpoint_is_one_line_error(tiny_run: Path, tmp_path: Path
 def test_a_run_folder_given_as_a_checkpoint_is_one_line_error(tiny_run: Path) -> None:
     from mnist_cnn.checkpoint import read_checkpoint
 
-    with pytest.raises(CheckpointError, match=f"checkpoint {tiny_run} is a folder: name a .ckpt file in it"):
+    with pytest.raises(CheckpointError, match=f"checkpoint {tiny_run} is a folder: name a .ckpt file in it") as refused:
         read_checkpoint(tiny_run)
+    assert "checkpoints/last.ckpt" in str(refused.value)
+    with pytest.raises(CheckpointError, match=r"name a .ckpt file in it \(.*last.ckpt"):
+        read_checkpoint(tiny_run / "checkpoints")
 
 
 def test_tensorboard_hparams_are_readable_columns(tiny_run: Path) -> None:
@@ -231,13 +234,21 @@ def test_tensorboard_gets_a_validation_confusion_matrix_per_epoch_and_the_test_o
         ("data.augmentation.flip_p=2", "augmentation flip_p must be within [0, 1], got 2"),
         ("scheduler=step", "scheduler StepLR fails at its step 1 of 1"),  # with scheduler.step_size=0 below
         ("data=mnist_pil", "data.augmentation.0.p must be within [0, 1], got 2"),  # with p=2 below
-        ("seed=-1", "seed must be an integer in [0, 4294967295], got -1"),
-        ("seed=4294967296", "seed must be an integer in [0, 4294967295], got 4294967296"),
+        ("base_seed=-1", "seed (or base_seed, which sets it) must be an integer in [0, 4294967295], got -1"),
+        ("seed=4294967296", "must be an integer in [0, 4294967295], got 4294967296"),
+        (
+            "trainer.devices=-5",
+            "trainer config rejected: `devices` selected with `CPUAccelerator` should be an int > 0",
+        ),
         ("threads=-2", "threads must be null (one per core) or an integer >= 1, got -2"),
         ("threads=0", "threads must be null (one per core) or an integer >= 1, got 0"),
         ("~model", "the config has no model: choose an option (model=<option>) instead of removing the group"),
         ("~optimizer", "the config has no optimizer: choose an option (optimizer=<option>)"),
-        ("trainer.accelerator=mps", "trainer config rejected: `MPSAccelerator` can not run on your system"),
+        pytest.param(
+            "trainer.accelerator=mps",
+            "trainer config rejected: `MPSAccelerator` can not run on your system",
+            marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="an Apple GPU runs it"),
+        ),
     ],
 )
 def test_bad_values_are_refused_before_training_with_one_message(

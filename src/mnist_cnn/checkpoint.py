@@ -15,7 +15,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint written by `mnist-cnn-train` (safely: tensors and plain values only)."""
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder: name a .ckpt file in it (checkpoints/last.ckpt, say)")
+        found = sorted(str(file.relative_to(path)) for file in [*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")])
+        raise CheckpointError(
+            f"checkpoint {path} is a folder: name a .ckpt file in it ({', '.join(found) or 'it has none'})"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:

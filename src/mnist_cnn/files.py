@@ -3,7 +3,7 @@
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -46,19 +46,20 @@ def removed_if_failed(folder: Path) -> Iterator[None]:
     """If the block raises, remove what it created under `folder`, and the folders it made, then re-raise.
 
     For downloads that write in place (torchvision's): a failed one must not leave a partial file that a later
-    run would take for the dataset.
+    run would take for the dataset. Two processes downloading into one folder at once are not told apart.
     """
     made = [parent for parent in (folder, *folder.parents) if not parent.exists()]
     existing = set(folder.rglob("*")) if folder.exists() else set()
     try:
         yield
     except BaseException:
-        for path in sorted(set(folder.rglob("*")) - existing, reverse=True):  # a folder's files before it
-            if path.is_dir():
-                path.rmdir()
-            else:
-                path.unlink()
-        for parent in made:  # the deepest first; the block may have made none of them
-            if parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()
+        with suppress(OSError):  # the original error is the one to report
+            for path in sorted(set(folder.rglob("*")) - existing, reverse=True):  # a folder's files before it
+                if path.is_dir():
+                    path.rmdir()
+                else:
+                    path.unlink()
+            for parent in made:  # the deepest first; the block may have made none of them
+                if parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
         raise

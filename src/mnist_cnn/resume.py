@@ -73,7 +73,10 @@ def check_resume(run_dir: Path) -> None:
     max_epochs, source = OmegaConf.select(config, "trainer.max_epochs"), f"resume: {run_dir} ({path.name})"
     check_epochs(max_epochs)
     check_epochs_left(checkpoint, max_epochs, source)
-    wanted = {key: OmegaConf.to_container(config[key], resolve=True) for key in ("optimizer", "scheduler")}
+    wanted = {  # a run trained with `~scheduler` has none in its config
+        key: OmegaConf.to_container(config[key], resolve=True) if key in config else None
+        for key in ("optimizer", "scheduler")
+    }
     check_resumable(checkpoint, wanted, path)  # e.g. cosine's T_max follows trainer.max_epochs
     planned = [state.get("total_steps") for state in checkpoint.get("lr_schedulers") or []]
     length = ("trainer.max_epochs", "trainer.devices")  # what sets the run's number of optimizer steps

@@ -51,7 +51,8 @@ def check_run_settings(cfg: DictConfig, groups: Sequence[str]) -> None:
         )
     seed, threads = cfg.get("seed"), cfg.get("threads")
     if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED):
-        raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+        key = "seed (or base_seed, which sets it)" if "base_seed" in cfg else "seed"
+        raise ConfigError(f"{key} must be an integer in [0, {MAX_SEED}], got {seed!r}")
     if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
         raise ConfigError(f"threads must be null (one per core) or an integer >= 1, got {threads!r}")
 
@@ -95,7 +96,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     try:
         trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     except InstantiationException as error:
-        if not isinstance(error.__cause__, MisconfigurationException | ValueError):
+        if not isinstance(error.__cause__, MisconfigurationException | ValueError | TypeError):
             raise
         raise ConfigError(f"trainer config rejected: {first_line(error.__cause__)}") from error
     warn_if_bf16_is_emulated(trainer)
