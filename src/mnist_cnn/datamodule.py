@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import transforms
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
-from mnist_cnn.errors import ConfigError, DataError
+from mnist_cnn.errors import ConfigError, DataError, is_integer
 from mnist_cnn.files import removed_if_failed
 from mnist_cnn.idx import check_raw_files, load_split, local_copy_hint, missing_files
 from mnist_cnn.images import DIGITS, IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
@@ -25,7 +25,7 @@ CLASS_NAMES = {"MNIST": DIGITS, "FashionMNIST": tuple(FashionMNIST.classes), "KM
 
 
 def _check_non_negative_int(name: str, value: int, minimum: int = 0) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if not (is_integer(value) and value >= minimum):
         raise ConfigError(f"data.{name} must be an integer >= {minimum}, got {value!r}")
 
 

@@ -34,6 +34,11 @@ def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def is_integer(value: object) -> bool:
+    """An int config value; not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an error's message (libraries append statements, paths and help), or its type's name."""
     text = str(error).strip()

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from mnist_cnn.errors import ConfigError, UserError
+from mnist_cnn.errors import ConfigError, UserError, is_integer
 from mnist_cnn.images import IMAGE_SIZE
 from mnist_cnn.preprocess import normalise, to_mnist
 
@@ -93,7 +93,7 @@ class ImageFilesDataModule(L.LightningDataModule):
         super().__init__()
         if not inputs:
             raise ConfigError("mnist-cnn-predict needs inputs=<an image file, a folder of images, or a glob>")
-        if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
+        if not (is_integer(batch_size) and batch_size >= 1):
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.files = find_all_images(inputs)
         self.batch_size, self.num_workers = batch_size, num_workers

@@ -18,10 +18,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.checkpoint import check_resumable, read_checkpoint
-from mnist_cnn.errors import CheckpointError, ConfigError
+from mnist_cnn.errors import CheckpointError, ConfigError, is_integer
 from mnist_cnn.files import atomic_path
 from mnist_cnn.run_dir import CHECKPOINT_DIR
 from mnist_cnn.run_record import RESOLVED_CONFIG
+from mnist_cnn.runner import to_dict
 from mnist_cnn.sweep import override_key
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def check_overrides(overrides: list[str]) -> None:
 
 
 def check_epochs(max_epochs: Any) -> None:
-    if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 0:
+    if not (is_integer(max_epochs) and max_epochs >= 0):
         raise ConfigError(f"trainer.max_epochs must be an integer >= 0, got {max_epochs!r}")
 
 
@@ -73,10 +74,7 @@ def check_resume(run_dir: Path) -> None:
     max_epochs, source = OmegaConf.select(config, "trainer.max_epochs"), f"resume: {run_dir} ({path.name})"
     check_epochs(max_epochs)
     check_epochs_left(checkpoint, max_epochs, source)
-    wanted = {  # a run trained with `~scheduler` has none in its config
-        key: OmegaConf.to_container(config[key], resolve=True) if key in config else None
-        for key in ("optimizer", "scheduler")
-    }
+    wanted = {key: to_dict(config.get(key)) for key in ("optimizer", "scheduler")}  # `~scheduler`: None
     check_resumable(checkpoint, wanted, path)  # e.g. cosine's T_max follows trainer.max_epochs
     planned = [state.get("total_steps") for state in checkpoint.get("lr_schedulers") or []]
     length = ("trainer.max_epochs", "trainer.devices")  # what sets the run's number of optimizer steps

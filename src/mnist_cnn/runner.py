@@ -20,7 +20,7 @@ from mnist_cnn.checkpoint import AtomicCheckpointIO
 from mnist_cnn.classifier import MNISTClassifier
 from mnist_cnn.cnn import count_parameters
 from mnist_cnn.confusion import save_confusion_matrix
-from mnist_cnn.errors import ConfigError, first_line, user_error_in
+from mnist_cnn.errors import ConfigError, first_line, is_integer, user_error_in
 from mnist_cnn.exporters import export_onnx
 from mnist_cnn.files import save_torch, write_json
 from mnist_cnn.metrics import class_names_of
@@ -50,10 +50,10 @@ def check_run_settings(cfg: DictConfig, groups: Sequence[str]) -> None:
             f"removing the group (~{removed[0]})"
         )
     seed, threads = cfg.get("seed"), cfg.get("threads")
-    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED):
+    if not (is_integer(seed) and 0 <= seed <= MAX_SEED):
         key = "seed (or base_seed, which sets it)" if "base_seed" in cfg else "seed"
         raise ConfigError(f"{key} must be an integer in [0, {MAX_SEED}], got {seed!r}")
-    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+    if threads is not None and not (is_integer(threads) and threads >= 1):
         raise ConfigError(f"threads must be null (one per core) or an integer >= 1, got {threads!r}")
 
 
@@ -226,6 +226,6 @@ def write_results(cfg: DictConfig, trainer: L.Trainer, module: MNISTClassifier, 
 def _format(key: str, value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
-    if isinstance(value, int) and not isinstance(value, bool) and key != "seed":
+    if is_integer(value) and key != "seed":
         return f"{value:,}"
     return str(value)

@@ -87,7 +87,7 @@ def read_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     return [read_run(job) for job in sorted(jobs, key=lambda path: int(path.name) if path.name.isdigit() else 0)]
 
 
-def group_by_setting(runs: list[dict[str, Any]], metric: str = "test_acc") -> list[dict[str, Any]]:
+def group_by_setting(runs: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     """Runs that differ only in `seed=` form one setting, named by the overrides not shared by every run."""
     shared = set.intersection(*(set(run["overrides"].split()) for run in runs))
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
