@@ -13,7 +13,9 @@ import torch
 from conftest import VAL_SIZE, kill_after_step, metrics_of, run_cli, single_run_dir, start_cli, write_mnist
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lightning.pytorch.callbacks import ModelCheckpoint
 
+from mnist_cnn.callbacks import relocated_record
 from mnist_cnn.checkpoint import AtomicCheckpointIO
 from mnist_cnn.errors import DataError
 from mnist_cnn.idx import check_raw_files, raw_files
@@ -318,6 +320,30 @@ def test_resume_skips_an_unreadable_checkpoint(tmp_path: Path) -> None:
     time.sleep(0.01)
     (checkpoints / "step_000010.ckpt").write_bytes(b"truncated")  # newer, but unreadable
     assert newest_checkpoint(tmp_path) == good
+
+
+def test_a_checkpoint_record_follows_its_files_to_a_moved_folder(tmp_path: Path) -> None:
+    old, new = tmp_path / "run" / "checkpoints", tmp_path / "moved" / "checkpoints"
+    scores = {"epoch_001-val_acc_0.9700.ckpt": 0.97, "epoch_002-val_acc_0.9800.ckpt": 0.98}
+    worse, best = scores
+    source = ModelCheckpoint(old, monitor="val/acc", mode="max", save_top_k=2)
+    source.best_k_models = {f"{source.dirpath}/{name}": torch.tensor(score) for name, score in scores.items()}
+    source.best_model_path, source.best_model_score = f"{source.dirpath}/{best}", torch.tensor(0.98)
+    source.kth_best_model_path, source.kth_value = f"{source.dirpath}/{worse}", torch.tensor(0.97)
+    state = source.state_dict()
+    resumed = ModelCheckpoint(new, monitor="val/acc", mode="max", save_top_k=2)
+
+    assert relocated_record(state, resumed.dirpath) is state  # the files are not in the new folder (yet)
+    new.mkdir(parents=True)
+    for name in scores:
+        (new / name).write_bytes(b"checkpoint")
+    resumed.load_state_dict(relocated_record(state, resumed.dirpath))
+    assert resumed.best_k_models == {str(new.resolve() / name): torch.tensor(score) for name, score in scores.items()}
+    assert resumed.best_model_path == str(new.resolve() / best) and resumed.best_model_score == 0.98
+    assert resumed.kth_best_model_path == str(new.resolve() / worse) and resumed.kth_value == 0.97
+    assert relocated_record(state, source.dirpath) is state  # the same folder: Lightning restores it as it is
+    (new / worse).unlink()  # a file missing: maybe not the same run's files, so Lightning's new record stands
+    assert relocated_record(state, resumed.dirpath) is state
 
 
 @pytest.mark.slow

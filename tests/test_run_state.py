@@ -169,6 +169,23 @@ def test_a_resumed_run_reports_the_best_and_the_time_of_its_whole_history(data_6
     assert metrics["train_seconds"] > first["train_seconds"]  # the run's training time, not the last segment's
 
 
+def test_a_copied_run_folder_resumes_with_its_own_checkpoint_record(data_600: Path, tmp_path: Path) -> None:
+    ok(train(tmp_path, data_600, "trainer.max_epochs=2", "optimizer.lr=0.01"))
+    original = single_run_dir(tmp_path)
+    before = snapshot(original)
+    copy = tmp_path / "copied_run"
+    shutil.copytree(original, copy)
+
+    ok(run_cli("train", f"resume={copy}", "trainer.max_epochs=3", cwd=tmp_path))
+    assert snapshot(original) == before  # the copy's resume never touches the folder it came from
+    names = sorted(path.name for path in (copy / "checkpoints").glob("*.ckpt"))
+    # One best, one periodic and last.ckpt: the files saved before the copy are replaced, not left behind.
+    assert [name.split("_")[0] for name in names] == ["epoch", "last.ckpt", "step"], names
+    metrics = metrics_of(copy)
+    assert Path(metrics["checkpoint"]).parent == (copy / "checkpoints").resolve()
+    assert f"val_acc_{metrics['val_acc_best']:.4f}" in Path(metrics["checkpoint"]).name
+
+
 # 3, 6: a new run from a checkpoint has its own seed and its own record
 
 

@@ -1,6 +1,7 @@
 """Callbacks of our own, kept to what Lightning's do not already do."""
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -106,6 +107,7 @@ class CheckpointContinuity(Callback):
         train_on_from_raw_weights(checkpoint, trainer, pl_module)
         if not self.resuming:
             return
+        follow_moved_run_folder(checkpoint, trainer)
         self.seconds_before = float(checkpoint.get(TRAIN_SECONDS_KEY) or 0.0)
         states = checkpoint.get(RNG_STATE_KEY) or {}
         if "torch" in states:
@@ -137,6 +139,37 @@ class CheckpointContinuity(Callback):
         device = trainer.strategy.root_device
         if device.type == "cuda":
             checkpoint[RNG_STATE_KEY]["cuda"] = torch.cuda.get_rng_state(device)
+
+
+RECORDED_PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def follow_moved_run_folder(checkpoint: dict, trainer: L.Trainer) -> None:
+    """Resuming a run folder that was copied or moved: each `ModelCheckpoint` keeps its record of saved files.
+
+    Lightning restores a `ModelCheckpoint`'s record (its best k files and their scores) only when the folder is
+    unchanged. In a moved folder the resumed run would start a new record: the files saved before stay behind,
+    and any later epoch, however worse, becomes the best that is tested. The record follows the folder when all
+    of its files are in the new one under the same names; otherwise Lightning's choice stands.
+    """
+    states = checkpoint.get("callbacks") or {}
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.state_key in states:
+            states[callback.state_key] = relocated_record(states[callback.state_key], callback.dirpath)
+
+
+def relocated_record(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
+    """A `ModelCheckpoint.state_dict()` with its files' folder replaced by `dirpath`, if they are all there."""
+    old = state.get("dirpath")
+    if not old or not dirpath or old == dirpath:
+        return state
+    best_k = state.get("best_k_models") or {}
+    paths = {path for path in (*(state.get(key) for key in RECORDED_PATHS), *best_k) if path}
+    moved = {path: os.path.join(dirpath, os.path.basename(path)) for path in paths if os.path.dirname(path) == old}
+    if len(moved) < len(paths) or not all(os.path.isfile(path) for path in moved.values()):
+        return state
+    renamed = {key: moved.get(state[key], state[key]) for key in RECORDED_PATHS if key in state}
+    return {**state, **renamed, "dirpath": dirpath, "best_k_models": {moved[p]: score for p, score in best_k.items()}}
 
 
 def train_on_from_raw_weights(checkpoint: dict, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
