@@ -1,6 +1,8 @@
 """The DataModule and the IDX checks, on small IDX files written here."""
 
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +188,33 @@ def test_a_failed_download_leaves_nothing_a_later_run_would_take_for_the_data(
     with pytest.raises(DataError, match="connection reset"):
         MNISTDataModule(data_dir=root, download=True).prepare_data()
     assert sorted(path.name for path in root.rglob("*")) == ["MNIST", "notes.txt"]
+
+
+def test_runs_starting_at_once_download_the_data_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    downloads = []
+
+    def slow_download(self) -> None:  # as a real one: the files appear one by one, over a while
+        downloads.append(self.root)
+        time.sleep(0.5)
+        write_mnist(Path(self.root), train_size=60, test_size=20)
+
+    monkeypatch.setattr("torchvision.datasets.MNIST.download", slow_download)
+    start = threading.Barrier(2)
+    errors = []
+
+    def prepare() -> None:  # two sweep jobs, or two terminals, on a machine without the data yet
+        start.wait()
+        try:
+            MNISTDataModule(data_dir=tmp_path / "data", download=True).prepare_data()
+        except Exception as error:
+            errors.append(error)
+
+    runs = [threading.Thread(target=prepare) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert errors == [] and len(downloads) == 1  # the second waited for the first, then found the files
 
 
 def test_download_is_skipped_when_the_files_are_there(mnist_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

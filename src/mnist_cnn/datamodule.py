@@ -13,7 +13,7 @@ from torchvision import transforms
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from mnist_cnn.errors import ConfigError, DataError, is_integer
-from mnist_cnn.files import removed_if_failed
+from mnist_cnn.files import folder_lock, removed_if_failed
 from mnist_cnn.idx import check_raw_files, load_split, local_copy_hint, missing_files
 from mnist_cnn.images import DIGITS, IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
 
@@ -77,17 +77,22 @@ class MNISTDataModuleBase(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download the dataset if it is missing and allowed to, then validate its four IDX files."""
-        if missing_files(self.raw_dir) and self.hparams.download:
-            try:  # fetches all four files; train=False then loads only the small test split
-                with removed_if_failed(self.raw_dir):
-                    DATASETS[self.dataset](self.data_dir, train=False, download=True)
-            except RuntimeError as error:
-                lines = str(error).strip().splitlines()  # torchvision: what failed first, the cause last
-                reason = " ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else type(error).__name__
-                raise DataError(
-                    f"could not download {self.dataset} into {self.raw_dir} ({reason}); {local_copy_hint(self.dataset)}"
-                ) from error
+        if self.hparams.download:
+            with folder_lock(self.raw_dir):  # another run may be downloading them right now: one at a time
+                if missing_files(self.raw_dir):
+                    self._download()
         check_raw_files(self.raw_dir, self.dataset)
+
+    def _download(self) -> None:
+        try:  # fetches all four files; train=False then loads only the small test split
+            with removed_if_failed(self.raw_dir):
+                DATASETS[self.dataset](self.data_dir, train=False, download=True)
+        except RuntimeError as error:
+            lines = str(error).strip().splitlines()  # torchvision: what failed first, the cause last
+            reason = " ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else type(error).__name__
+            raise DataError(
+                f"could not download {self.dataset} into {self.raw_dir} ({reason}); {local_copy_hint(self.dataset)}"
+            ) from error
 
     def split_indices(self, total: int) -> tuple[list[int], list[int]]:
         """Seeded (train, val) indices into the `total` training images; both data paths use the same split.

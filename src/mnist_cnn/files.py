@@ -1,13 +1,19 @@
 """Writing result files so that a crash never leaves a half-written one in place."""
 
+import hashlib
 import json
+import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -46,7 +52,8 @@ def removed_if_failed(folder: Path) -> Iterator[None]:
     """If the block raises, remove what it created under `folder`, and the folders it made, then re-raise.
 
     For downloads that write in place (torchvision's): a failed one must not leave a partial file that a later
-    run would take for the dataset. Two processes downloading into one folder at once are not told apart.
+    run would take for the dataset. Only for a process that holds the folder's `folder_lock`: the cleanup
+    cannot tell apart files that another process writes meanwhile.
     """
     made = [parent for parent in (folder, *folder.parents) if not parent.exists()]
     existing = set(folder.rglob("*")) if folder.exists() else set()
@@ -63,3 +70,24 @@ def removed_if_failed(folder: Path) -> Iterator[None]:
                 if parent.is_dir() and not any(parent.iterdir()):
                     parent.rmdir()
         raise
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold `folder` for this process alone, across processes on this machine (a download into it, say).
+
+    Sweep jobs and separate commands start at once on a machine without the data: one downloads while the
+    others wait, then find the files. The lock file is in the temporary folder, not in `folder`, which a
+    failed download leaves as it was; the operating system releases the lock of a process that dies.
+    """
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    lock = FileLock(Path(tempfile.gettempdir()) / f"mnist-cnn-{key}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process writing into %s", folder)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
