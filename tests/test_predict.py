@@ -1,6 +1,7 @@
 """`mnist-cnn-predict`: people's own images through Lightning's predict loop, a CSV and a contact sheet."""
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,11 @@ def test_exported_weights_predict_as_their_checkpoint(tiny_run: Path, tmp_path: 
         (["inputs=EMPTY"], ConfigError, "the folder holds no images"),
         (["inputs=EMPTY/*.png"], ConfigError, "the pattern matches no files"),
         (["inputs=null"], ConfigError, "mnist-cnn-predict needs inputs="),
+        (["inputs=2024"], ConfigError, "inputs=2024 was read as a int; quote a path"),
+        (["inputs=0"], ConfigError, "inputs=0 was read as a int; quote a path"),
+        (["inputs=true"], ConfigError, "inputs=True was read as a bool; quote a path"),
+        (["inputs=IMAGES", "shown=-1"], ConfigError, "shown, the rows printed, must be an integer >= 0, got -1"),
+        (["inputs=IMAGES", "shown=abc"], ConfigError, "shown, the rows printed, must be an integer >= 0, got 'abc'"),
         (["inputs=IMAGES", "batch_size=0"], ConfigError, "batch_size must be an integer >= 1, got 0"),
         (["inputs=IMAGES", "batch_size=-1"], ConfigError, "batch_size must be an integer >= 1, got -1"),
         (["inputs=[IMAGES,/no/such.png]"], ConfigError, "inputs=/no/such.png: no such file or folder"),
@@ -120,6 +126,28 @@ def test_a_list_of_inputs_predicts_each_file_once_in_order(tiny_run: Path, tmp_p
     inputs = f"inputs=[{images / 'photo.jpg'},{images}/photo_*.png,{images / 'photo_0.png'}]"
     rows = run_predict(tmp_path, f"ckpt_path={ckpt}", inputs)
     assert [Path(row["file"]).name for row in rows] == ["photo.jpg"] + [f"photo_{index}.png" for index in range(5)]
+    respelled = f"inputs=[{images / 'photo.jpg'},{images / '..' / images.name / 'photo.jpg'}]"
+    assert len(run_predict(tmp_path, f"ckpt_path={ckpt}", respelled)) == 1  # one file, however it is spelled
+
+
+def test_awkward_file_names_and_oversized_images_get_their_rows(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    images = tmp_path / "images"
+    digit_images(images)
+    latin1 = os.fsdecode(b"caf\xe9.png")  # a name that is not UTF-8, as an old camera or archive writes it
+    (images / "photo_1.png").rename(images / latin1)
+    (images / "photo_2.png").rename(images / "a$_$.png")  # a pair of `$` would be TeX in a matplotlib title
+    Image.new("L", (2000, 1500), 255).save(images / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # Pillow refuses over twice this: a decompression bomb
+    ckpt = metrics_of(tiny_run)["checkpoint"]
+    run_predict(tmp_path, f"ckpt_path={ckpt}", f"inputs={images}")
+
+    rows = rows_of(tmp_path / "run")
+    assert rows["caf\\xe9.png"]["prediction"] != "" and rows["a$_$.png"]["prediction"] != ""
+    assert rows["huge.png"]["error"].startswith("image too large: Image size (3000000 pixels) exceeds limit")
+    assert rows["photo_0.png"]["prediction"] != ""  # the others predicted as ever
+    assert (tmp_path / "run" / "preprocessed.png").is_file() and "caf\\xe9.png" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -93,6 +93,37 @@ def test_a_transparent_drawing_counts_as_ink_on_white_paper() -> None:
     assert distance(seen, digit) < 0.035
 
 
+def test_a_phone_photo_stored_sideways_is_read_upright(tmp_path) -> None:
+    page = as_image(on_paper(mnist_digit()))
+    sideways = page.transpose(Image.Transpose.ROTATE_90)  # the pixels as a phone stores them...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...with the EXIF Orientation tag that says: turn 90 degrees clockwise to view
+    sideways.save(tmp_path / "photo.png", exif=exif)
+    with Image.open(tmp_path / "photo.png") as photo:
+        assert np.array_equal(to_mnist(photo), to_mnist(page))
+
+
+@pytest.mark.parametrize(
+    ("mode", "scale"),
+    [("I;16", 257), ("I", 257), ("I", 1), ("F", 1 / 255), ("F", 1)],
+    ids=["16-bit", "32-bit-holding-16", "32-bit-holding-8", "float-0-1", "float-0-255"],
+)
+def test_deep_greys_are_scaled_not_clipped(mode: str, scale: float) -> None:
+    page = (on_paper(mnist_digit()) * 255).round()
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    deep = Image.frombytes(mode, (page.shape[1], page.shape[0]), (page * scale).astype(dtype).tobytes())
+    assert deep.mode == mode
+    assert np.abs(to_mnist(deep) - to_mnist(Image.fromarray(page.astype(np.uint8)))).max() < 0.01
+
+
+@pytest.mark.parametrize("side", [1000, 4000])
+def test_a_small_digit_on_a_large_page_is_found(side: int) -> None:
+    digit = mnist_digit()
+    page = Image.new("L", (side, side), 255)  # the digit a nineteenth of the page high, as on a phone photo
+    page.paste(Image.fromarray(255 - digit).resize((side // 19, side // 19), Image.BICUBIC), (side // 3, side // 2))
+    assert distance(to_mnist(page), digit) < 0.075  # blurrier than above: about 10 px high once shrunk to 192
+
+
 def test_polarity_is_read_from_the_border() -> None:
     page = on_paper(mnist_digit())
     assert background_is_light(to_grey(as_image(page)))

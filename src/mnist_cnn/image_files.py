@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from mnist_cnn.errors import ConfigError, UserError, is_integer
+from mnist_cnn.errors import ConfigError, UserError, first_line, is_integer
 from mnist_cnn.images import IMAGE_SIZE
 from mnist_cnn.preprocess import normalise, to_mnist
 
@@ -55,7 +55,7 @@ class ImageFiles(Dataset):
             with Image.open(file) as image:
                 image.load()
                 digit = to_mnist(image)
-        except (OSError, UnidentifiedImageError, UserError, ValueError) as error:
+        except (OSError, UnidentifiedImageError, UserError, ValueError, Image.DecompressionBombError) as error:
             blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
             return {"file": str(file), "image": normalise(blank), "digit": blank, "error": _describe(error)}
         return {"file": str(file), "image": normalise(digit), "digit": digit, "error": ""}
@@ -66,6 +66,8 @@ def _describe(error: Exception) -> str:
         return str(error)
     if isinstance(error, UnidentifiedImageError):
         return "not an image file this program can read"
+    if isinstance(error, Image.DecompressionBombError):  # Pillow's guard against a file that unpacks to gigabytes
+        return " ".join(f"image too large: {first_line(error)}".split())
     return " ".join(f"unreadable image: {error}".split())
 
 
@@ -83,7 +85,10 @@ def find_all_images(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     if isinstance(inputs, str | Path):
         return find_images(inputs)
     found = [file for entry in inputs for file in find_images(str(entry))]
-    return list(dict.fromkeys(found))
+    unique: dict[Path, Path] = {}
+    for file in found:  # the same file however it is spelled (a/../a/x.png, a symlink): once, as first named
+        unique.setdefault(file.resolve(), file)
+    return list(unique.values())
 
 
 class ImageFilesDataModule(L.LightningDataModule):
@@ -91,6 +96,10 @@ class ImageFilesDataModule(L.LightningDataModule):
 
     def __init__(self, inputs: str | Sequence[str], batch_size: int = 64, num_workers: int = 0) -> None:
         super().__init__()
+        if isinstance(inputs, int | float):  # Hydra reads inputs=2024 or inputs=true as a number or a bool
+            raise ConfigError(
+                f"inputs={inputs} was read as a {type(inputs).__name__}; quote a path: inputs=\"'{inputs}'\""
+            )
         if not inputs:
             raise ConfigError("mnist-cnn-predict needs inputs=<an image file, a folder of images, or a glob>")
         if not (is_integer(batch_size) and batch_size >= 1):

@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mnist_cnn.errors import CheckpointError, ConfigError, exit_on_user_error, first_line
+from mnist_cnn.errors import CheckpointError, ConfigError, exit_on_user_error, first_line, is_integer
 from mnist_cnn.image_files import ImageFilesDataModule
 from mnist_cnn.images import DIGITS
 from mnist_cnn.prediction_writer import PredictionFiles, describe_batch, write_predictions
@@ -26,6 +26,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         raise ConfigError(
             "mnist-cnn-predict needs one model: ckpt_path=<.ckpt>, weights_path=<.pth> or onnx_path=<.onnx>"
         )
+    if not (is_integer(cfg.shown) and cfg.shown >= 0):
+        raise ConfigError(f"shown, the rows printed, must be an integer >= 0, got {cfg.shown!r}")
     datamodule = ImageFilesDataModule(cfg.inputs, batch_size=cfg.batch_size)
     if cfg.onnx_path:
         return predict_with_onnx(cfg.onnx_path, datamodule, Path(cfg.paths.output_dir), cfg.shown)

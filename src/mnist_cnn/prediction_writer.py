@@ -14,6 +14,7 @@ from PIL import Image
 
 from mnist_cnn.files import atomic_path
 from mnist_cnn.images import DIGITS
+from mnist_cnn.preprocess import upright_grey
 from mnist_cnn.tables import write_csv
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class PredictionFiles(BasePredictionWriter):
 def write_predictions(rows: list[dict[str, Any]], digits: list[np.ndarray], output_dir: Path, shown: int) -> None:
     """`predictions.csv` and `preprocessed.png` into `output_dir`; the first `shown` rows printed as a table."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, COLUMNS, output_dir / "predictions.csv")
+    write_csv([{**row, "file": printable(row["file"])} for row in rows], COLUMNS, output_dir / "predictions.csv")
     contact_sheet(rows, digits, output_dir / "preprocessed.png")
     print(table(rows[:shown]), end="")
     failed = sum(bool(row["error"]) for row in rows)
@@ -84,10 +85,15 @@ def describe(file: str, probabilities: torch.Tensor, error: str, names: Sequence
     }
 
 
+def printable(path: str) -> str:
+    """A file's path as UTF-8 text: bytes of a name that is not UTF-8 (a Latin-1 one, say) as `\\xe9` escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'file':<40} {'digit':>5} {'conf':>6}  top3 / error"]
     for row in rows:
-        name = Path(row["file"]).name[-40:]
+        name = printable(Path(row["file"]).name)[-40:]
         confidence = f"{row['confidence']:.3f}" if row["confidence"] != "" else ""
         lines.append(f"{name:<40} {row['prediction']!s:>5} {confidence:>6}  {row['error'] or row['top3']}")
     return "\n".join(lines) + "\n"
@@ -106,12 +112,14 @@ def contact_sheet(rows: list[dict[str, Any]], digits: list[np.ndarray], path: Pa
         line, column = divmod(index, columns)
         original, seen = axes[line][2 * column], axes[line][2 * column + 1]
         original.imshow(_thumbnail(row["file"]), cmap="gray", vmin=0, vmax=255)
-        original.set_title(Path(row["file"]).name[-18:], fontsize=7)
+        original.set_title(printable(Path(row["file"]).name)[-18:], fontsize=7, parse_math=False)  # `$` is text
         seen.imshow(digit, cmap="gray", vmin=0, vmax=1)
         title = (
             f"{row['prediction']} ({row['confidence']:.2f})" if not row["error"] else row["error"].split(":")[0][:24]
         )
-        seen.set_title(title, fontsize=9 if not row["error"] else 6, color="black" if not row["error"] else "red")
+        seen.set_title(
+            title, fontsize=9 if not row["error"] else 6, color="black" if not row["error"] else "red", parse_math=False
+        )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
@@ -119,9 +127,12 @@ def contact_sheet(rows: list[dict[str, Any]], digits: list[np.ndarray], path: Pa
 
 
 def _thumbnail(file: str) -> np.ndarray:
+    """The input as a viewer shows it (upright, transparency on white, deep greys scaled), 96 px at most."""
     try:
         with Image.open(file) as image:
-            image.thumbnail((96, 96))
-            return np.asarray(image.convert("L"))
-    except OSError:
+            image.draft("L", (96, 96))  # a JPEG decodes at a fraction of its size
+            grey = upright_grey(image)
+        grey.thumbnail((96, 96))
+        return np.asarray(grey)
+    except (OSError, ValueError, Image.DecompressionBombError):  # its row already says why it could not be read
         return np.zeros((28, 28), dtype=np.uint8)

@@ -5,7 +5,8 @@ size-normalised to fit a 20x20 box keeping their aspect ratio (the anti-aliasing
 levels), then centred in a 28x28 image by their centre of mass. Its images are light ink on a black background.
 A photo of paper differs in every one of those respects, so each step below undoes one of them:
 
-1. grey: colour to luminance; a transparent background is paper (white).
+1. grey: the image as a viewer shows it (turned by a phone's EXIF orientation), colour to luminance, a
+   transparent background as paper (white), 16-bit, 32-bit and float greys scaled to 8 bits, not clipped.
 2. polarity: the border is background; where it is light (paper), invert, so the ink is the light part.
 3. background: uneven lighting and the paper's own level are a smooth surface under the ink, fitted to the
    pixels Otsu's threshold calls background and subtracted. The rest is stretched so the strokes reach 1; what
@@ -18,7 +19,7 @@ A photo of paper differs in every one of those respects, so each step below undo
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mnist_cnn.errors import UserError
 from mnist_cnn.images import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
@@ -27,6 +28,7 @@ DIGIT_BOX = 20  # MNIST's size-normalisation box, pixels
 WORK_SIZE = 192  # larger images are first shrunk to this longer side: the result is 20 px anyway
 BORDER = 0.06  # the border strip, as a share of the side, that says what the background is
 MIN_CONTRAST = 0.08  # ink must stand out from the background by this much of the full grey range
+INK_PIXELS = 12  # ... in at least this many pixels: a digit a twentieth of the page high, shrunk to WORK_SIZE
 SPECKS = 0.003  # outer rows and columns holding less than this share of the ink are cropped off
 NOISE = 0.3  # what is below this share of Otsu's ink threshold, after the background is gone, is noise
 
@@ -57,11 +59,30 @@ def preprocess(image: Image.Image) -> torch.Tensor:
     return normalise(to_mnist(image))
 
 
-def to_grey(image: Image.Image) -> np.ndarray:
+def upright_grey(image: Image.Image) -> Image.Image:
+    """The image as a viewer shows it, in 8-bit grey ("L"): step 1 before the shrink."""
+    image = ImageOps.exif_transpose(image)  # a phone stores its photos sideways, with a tag saying so
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         paper = Image.new("RGBA", image.size, "white")
         image = Image.alpha_composite(paper, image.convert("RGBA"))
-    grey = image.convert("L")
+    if image.mode.startswith("I") or image.mode == "F":  # Pillow's convert("L") would clip these to 0 and 255
+        return _to_8_bits(image)
+    return image.convert("L")
+
+
+def _to_8_bits(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit or float grey in 0..255: divided by the range its values were stored in (16-bit files
+    by 65,535; other integer or float ones by the least of 1, 255, 65,535 and 2^32 - 1 that holds them)."""
+    values = np.asarray(image, dtype=np.float64)
+    peak = float(values.max(initial=0.0))
+    ranges = (1.0, 255.0, 65535.0, 2.0**32 - 1)
+    top = ranges[2] if image.mode.startswith("I;16") else next((t for t in ranges if peak <= t), ranges[-1])
+    return Image.fromarray(np.clip(values / top * 255.0, 0.0, 255.0).round().astype(np.uint8))
+
+
+def to_grey(image: Image.Image) -> np.ndarray:
+    """Step 1: grey values in [0, 1], at most WORK_SIZE on a side."""
+    grey = upright_grey(image)
     scale = WORK_SIZE / max(grey.size)
     if scale < 1:
         grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))), Image.BOX)
@@ -83,7 +104,8 @@ def remove_background(ink_light: np.ndarray) -> np.ndarray:
     The background is a smooth surface (a quadratic in x and y) fitted to the pixels that Otsu's threshold
     calls background, then subtracted: lighting that changes across a page, and the paper's own grey.
     """
-    low, high = np.percentile(ink_light, [0.1, 99.9])
+    ordered = np.sort(ink_light, axis=None)
+    low, high = ordered[len(ordered) // 1000], ordered[-min(INK_PIXELS, len(ordered))]
     if high - low < MIN_CONTRAST:
         raise NoDigitError(NO_INK)
     threshold = _otsu(ink_light)
