@@ -94,7 +94,7 @@ def test_exported_weights_predict_as_their_checkpoint(tiny_run: Path, tmp_path: 
         (["inputs=null"], ConfigError, "mnist-cnn-predict needs inputs="),
         (["inputs=2024"], ConfigError, "inputs=2024 was read as a int; quote a path"),
         (["inputs=0"], ConfigError, "inputs=0 was read as a int; quote a path"),
-        (["inputs=true"], ConfigError, "inputs=True was read as a bool; quote a path"),
+        (["inputs=true"], ConfigError, "inputs=true was read as a bool; quote a path"),
         (["inputs=IMAGES", "shown=-1"], ConfigError, "shown, the rows printed, must be an integer >= 0, got -1"),
         (["inputs=IMAGES", "shown=abc"], ConfigError, "shown, the rows printed, must be an integer >= 0, got 'abc'"),
         (["inputs=IMAGES", "batch_size=0"], ConfigError, "batch_size must be an integer >= 1, got 0"),
@@ -128,6 +128,9 @@ def test_a_list_of_inputs_predicts_each_file_once_in_order(tiny_run: Path, tmp_p
     assert [Path(row["file"]).name for row in rows] == ["photo.jpg"] + [f"photo_{index}.png" for index in range(5)]
     respelled = f"inputs=[{images / 'photo.jpg'},{images / '..' / images.name / 'photo.jpg'}]"
     assert len(run_predict(tmp_path, f"ckpt_path={ckpt}", respelled)) == 1  # one file, however it is spelled
+    (images / "link.jpg").symlink_to(images / "photo.jpg")  # a second name for it (as a dataset cache makes)
+    linked = f"inputs=[{images / 'photo.jpg'},{images / 'link.jpg'}]"
+    assert len(run_predict(tmp_path, f"ckpt_path={ckpt}", linked)) == 2
 
 
 def test_awkward_file_names_and_oversized_images_get_their_rows(

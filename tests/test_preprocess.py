@@ -103,6 +103,13 @@ def test_a_phone_photo_stored_sideways_is_read_upright(tmp_path) -> None:
         assert np.array_equal(to_mnist(photo), to_mnist(page))
 
 
+def test_a_corrupt_exif_block_leaves_the_pixels_as_stored(tmp_path) -> None:
+    page = as_image(on_paper(mnist_digit()))
+    page.save(tmp_path / "photo.png", exif=b"not a TIFF header")
+    with Image.open(tmp_path / "photo.png") as photo:
+        assert np.array_equal(to_mnist(photo), to_mnist(page))
+
+
 @pytest.mark.parametrize(
     ("mode", "scale"),
     [("I;16", 257), ("I", 257), ("I", 1), ("F", 1 / 255), ("F", 1)],

@@ -77,9 +77,9 @@ class MNISTDataModuleBase(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download the dataset if it is missing and allowed to, then validate its four IDX files."""
-        if self.hparams.download:
+        if self.hparams.download and missing_files(self.raw_dir):
             with folder_lock(self.raw_dir):  # another run may be downloading them right now: one at a time
-                if missing_files(self.raw_dir):
+                if missing_files(self.raw_dir):  # ... and may have finished meanwhile
                     self._download()
         check_raw_files(self.raw_dir, self.dataset)
 

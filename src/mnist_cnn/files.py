@@ -78,16 +78,22 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
     Sweep jobs and separate commands start at once on a machine without the data: one downloads while the
     others wait, then find the files. The lock file is in the temporary folder, not in `folder`, which a
-    failed download leaves as it was; the operating system releases the lock of a process that dies.
+    failed download leaves as it was; the operating system releases the lock of a process that dies. Processes
+    with different temporary folders (`$TMPDIR`) do not see each other's lock.
     """
     key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
     lock = FileLock(Path(tempfile.gettempdir()) / f"mnist-cnn-{key}.lock")
+    locked = True
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        log.info("waiting for another process writing into %s", folder)
+        log.info("waiting for another process writing into %s (lock %s)", folder, lock.lock_file)
         lock.acquire()
+    except OSError as error:  # e.g. another user's lock file in a shared temporary folder: go on as before locks
+        log.warning("writing into %s without a lock: %s", folder, error)
+        locked = False
     try:
         yield
     finally:
-        lock.release()
+        if locked:
+            lock.release()

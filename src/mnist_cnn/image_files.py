@@ -86,9 +86,17 @@ def find_all_images(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
         return find_images(inputs)
     found = [file for entry in inputs for file in find_images(str(entry))]
     unique: dict[Path, Path] = {}
-    for file in found:  # the same file however it is spelled (a/../a/x.png, a symlink): once, as first named
-        unique.setdefault(file.resolve(), file)
+    for file in found:  # the same file however its folder is spelled (a/../a/x.png): once, as first named
+        unique.setdefault(_folder_resolved(file), file)
     return list(unique.values())
+
+
+def _folder_resolved(file: Path) -> Path:
+    """`file` in its folder's real path; its own name kept, so two links to one image stay two inputs."""
+    try:
+        return file.parent.resolve() / file.name
+    except (OSError, RuntimeError):  # a folder in a symlink loop: its row will say the file is unreadable
+        return file
 
 
 class ImageFilesDataModule(L.LightningDataModule):
@@ -97,8 +105,9 @@ class ImageFilesDataModule(L.LightningDataModule):
     def __init__(self, inputs: str | Sequence[str], batch_size: int = 64, num_workers: int = 0) -> None:
         super().__init__()
         if isinstance(inputs, int | float):  # Hydra reads inputs=2024 or inputs=true as a number or a bool
+            value = str(inputs).lower() if isinstance(inputs, bool) else inputs
             raise ConfigError(
-                f"inputs={inputs} was read as a {type(inputs).__name__}; quote a path: inputs=\"'{inputs}'\""
+                f"inputs={value} was read as a {type(inputs).__name__}; quote a path: inputs=\"'{value}'\""
             )
         if not inputs:
             raise ConfigError("mnist-cnn-predict needs inputs=<an image file, a folder of images, or a glob>")

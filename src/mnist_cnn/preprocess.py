@@ -30,6 +30,7 @@ BORDER = 0.06  # the border strip, as a share of the side, that says what the ba
 MIN_CONTRAST = 0.08  # ink must stand out from the background by this much of the full grey range
 INK_PIXELS = 12  # ... in at least this many pixels: a digit a twentieth of the page high, shrunk to WORK_SIZE
 SPECKS = 0.003  # outer rows and columns holding less than this share of the ink are cropped off
+ORIENTATION_TAG = 0x0112  # EXIF's
 NOISE = 0.3  # what is below this share of Otsu's ink threshold, after the background is gone, is noise
 
 
@@ -61,7 +62,7 @@ def preprocess(image: Image.Image) -> torch.Tensor:
 
 def upright_grey(image: Image.Image) -> Image.Image:
     """The image as a viewer shows it, in 8-bit grey ("L"): step 1 before the shrink."""
-    image = ImageOps.exif_transpose(image)  # a phone stores its photos sideways, with a tag saying so
+    image = _upright(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         paper = Image.new("RGBA", image.size, "white")
         image = Image.alpha_composite(paper, image.convert("RGBA"))
@@ -70,10 +71,19 @@ def upright_grey(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """Turned as its EXIF orientation tag says (a phone stores its photos sideways, with such a tag)."""
+    try:
+        orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # a corrupt EXIF block (Pillow raises SyntaxError, ValueError, ...): the pixels as stored
+        return image
+    return ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
+
+
 def _to_8_bits(image: Image.Image) -> Image.Image:
     """16-bit, 32-bit or float grey in 0..255: divided by the range its values were stored in (16-bit files
     by 65,535; other integer or float ones by the least of 1, 255, 65,535 and 2^32 - 1 that holds them)."""
-    values = np.asarray(image, dtype=np.float64)
+    values = np.nan_to_num(np.asarray(image, dtype=np.float32))
     peak = float(values.max(initial=0.0))
     ranges = (1.0, 255.0, 65535.0, 2.0**32 - 1)
     top = ranges[2] if image.mode.startswith("I;16") else next((t for t in ranges if peak <= t), ranges[-1])

@@ -14,7 +14,7 @@ def _cell(value: Any) -> str:
 
 
 def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
