@@ -97,5 +97,32 @@ def test_state_dict_alone_is_not_a_training_checkpoint(mnist_root: Path, tmp_pat
     assert_refused(tmp_path, "eval", *overrides, message="is not a checkpoint of mnist-cnn's MNISTClassifier")
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.limit_test_batches=0", "trainer.limit_test_batches=0 tests nothing"),
+        (
+            "export_onnx=true export_path=EXPORT/model.onnx",
+            "is where the weights (a .pth) go; the .onnx is written beside it",
+        ),
+        ("export_path=EXPORT", "is a folder: give the file the weights go to"),
+    ],
+    ids=["tests-nothing", "weights-named-onnx", "weights-a-folder"],
+)
+def test_eval_that_would_test_nothing_or_overwrite_its_weights(
+    mnist_root: Path, tmp_path: Path, override: str, message: str
+) -> None:
+    checkpoint = tmp_path / "source.ckpt"
+    (tmp_path / "export").mkdir()
+    torch.save({"state_dict": {}, "hyper_parameters": {"net": {}}}, checkpoint)  # refused before it is read
+    overrides = (
+        f"paths.data_dir={mnist_root}",
+        f"ckpt_path={checkpoint}",
+        *override.replace("EXPORT", str(tmp_path / "export")).split(),
+    )
+    assert_refused(tmp_path, "eval", *overrides, message=message)
+    assert list((tmp_path / "export").iterdir()) == []
+
+
 def test_eval_without_a_checkpoint(mnist_root: Path, tmp_path: Path) -> None:
     assert_refused(tmp_path, "eval", f"paths.data_dir={mnist_root}", message="mnist-cnn-eval needs ckpt_path=")

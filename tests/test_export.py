@@ -117,6 +117,17 @@ def test_an_unknown_format_or_a_bad_onnx_file_is_one_clear_error(tiny_run: Path,
     assert not (tmp_path / "predictions.csv").exists()
 
 
+def test_an_output_folder_that_cannot_be_made_is_one_line(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    from mnist_cnn.errors import exit_on_user_error
+
+    (tmp_path / "a_file").write_text("a file, not a folder")
+    for fmt in ("onnx", "torchscript"):  # torch.jit.save raised a RuntimeError without an errno
+        with pytest.raises(SystemExit) as stopped, exit_on_user_error():
+            run_export(tmp_path / "a_file" / "sub", metrics_of(tiny_run)["checkpoint"], f"formats=[{fmt}]")
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err.startswith(f"error: cannot write {tmp_path / 'a_file' / 'sub'}")
+
+
 @pytest.mark.slow
 def test_the_export_command_writes_both_formats(tiny_run: Path, tmp_path: Path) -> None:
     result = run_cli("export", f"ckpt_path={metrics_of(tiny_run)['checkpoint']}", cwd=tmp_path)

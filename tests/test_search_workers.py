@@ -268,7 +268,7 @@ def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password(mnist_
     assert not (tmp_path / "outputs").exists()  # no sweep folder, no trial
 
     summary = run_cli("sweep_summary", "--study", "mnist-cnn", "--storage", storage, cwd=tmp_path)
-    assert summary.returncode == 1 and summary.stderr.startswith("error: Optuna storage postgresql+psycopg://")
+    assert summary.returncode == 2 and summary.stderr.startswith("error: Optuna storage postgresql+psycopg://")
 
 
 def test_the_summary_of_a_study_the_storage_lacks_names_the_ones_it_has(postgres: str, tmp_path: Path) -> None:

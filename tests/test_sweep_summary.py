@@ -34,9 +34,31 @@ def test_seeds_are_grouped_and_a_failed_job_is_reported(tmp_path: Path, capsys: 
     assert "paths.data_dir" not in (tmp_path / "settings.md").read_text()  # shared by every run: not a setting
 
 
-def test_a_folder_without_jobs_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="holds no Hydra job folders"):
-        main([str(tmp_path)])
+def test_a_folder_without_jobs_or_no_folder_is_refused_with_one_line(tmp_path: Path, capsys) -> None:
+    for folder, message in ((tmp_path, "holds no Hydra job folders"), (tmp_path / "nothing", "is not a folder")):
+        with pytest.raises(SystemExit) as stopped:
+            main([str(folder)])
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: {folder} {message}") and error.count("\n") == 1
+
+
+def test_a_job_whose_results_were_cut_short_is_failed_and_the_rest_summarized(tmp_path: Path, capsys) -> None:
+    make_job(tmp_path, 0, ["model=cnn", "seed=1"], metrics(0.97, 10.0))
+    make_job(tmp_path, 1, ["model=cnn", "seed=2"], metrics(0.99, 30.0))
+    metrics_file = tmp_path / "1" / "metrics.json"
+    metrics_file.write_text(metrics_file.read_text()[:30])  # a job killed while writing it
+    runs = summarize(tmp_path)
+    assert [run["status"] for run in runs] == ["ok", "failed"]
+    assert runs[1]["error"].startswith("unreadable metrics.json: ")
+    assert "| (the same in every run) | 1 | 17066 | 0.9700 |" in capsys.readouterr().out
+
+
+def test_an_evaluation_sweep_is_summarized_without_training_seconds(tmp_path: Path, capsys) -> None:
+    for number, accuracy in enumerate((0.97, 0.99)):  # mnist-cnn-eval -m ckpt_path=a.ckpt,b.ckpt: nothing trained
+        make_job(tmp_path, number, [f"ckpt_path=run{number}.ckpt"], {"test_acc": accuracy, "parameters": 17066})
+    summarize(tmp_path)
+    assert "| ckpt_path=run1.ckpt | 1 | 17066 | 0.9900 | 0.0000 |  |" in capsys.readouterr().out
 
 
 def test_statuses_come_from_status_json_and_the_plot_shows_every_swept_key(tmp_path: Path) -> None:

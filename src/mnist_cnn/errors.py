@@ -69,7 +69,7 @@ def exit_on_user_error() -> Iterator[None]:
         raise SystemExit(2) from None
 
 
-DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR}
 
 
 def _disk_error_in(error: BaseException | None) -> UserError | None:
@@ -78,5 +78,5 @@ def _disk_error_in(error: BaseException | None) -> UserError | None:
         error = error.__cause__ or error.__context__
     if error is None:
         return None
-    action = "cannot write" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "no permission for"
+    action = "no permission for" if error.errno in (errno.EACCES, errno.EPERM) else "cannot write"
     return UserError(f"{action} {error.filename or 'a result file'}: {error.strerror}")

@@ -70,9 +70,10 @@ def export_torchscript(module: MNISTClassifier, path: Path) -> Path:
     in C++ and older deployments, so we keep it as an option and silence the deprecation warnings.
     """
     module = module.cpu().eval()
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings(), tmp.open("wb") as file:
         warnings.filterwarnings("ignore", message=".*(deprecated|TorchScript).*")
-        torch.jit.save(module.to_torchscript(method="trace", example_inputs=_sample()), tmp)
+        # Through a Python file: a folder that cannot be written raises OSError (errno), not torch's RuntimeError.
+        torch.jit.save(module.to_torchscript(method="trace", example_inputs=_sample()), file)
     return path
 
 

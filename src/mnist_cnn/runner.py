@@ -55,6 +55,22 @@ def check_run_settings(cfg: DictConfig, groups: Sequence[str]) -> None:
         raise ConfigError(f"{key} must be an integer in [0, {MAX_SEED}], got {seed!r}")
     if threads is not None and not (is_integer(threads) and threads >= 1):
         raise ConfigError(f"threads must be null (one per core) or an integer >= 1, got {threads!r}")
+    check_outputs(cfg)
+
+
+def check_outputs(cfg: DictConfig) -> None:
+    """Raise unless the run can test and write what it promises: checked before it trains or tests."""
+    if cfg.get("test", True) and OmegaConf.select(cfg, "trainer.limit_test_batches") == 0:
+        raise ConfigError("trainer.limit_test_batches=0 tests nothing: give a count or fraction > 0, or test=false")
+    if not cfg.get("export_path"):
+        return
+    weights = Path(cfg.export_path)
+    if weights.is_dir():
+        raise ConfigError(
+            f"export_path={weights} is a folder: give the file the weights go to (e.g. {weights}/model.pth)"
+        )
+    if cfg.get("export_onnx") and weights.suffix == ".onnx":  # the ONNX export, beside it, would replace the weights
+        raise ConfigError(f"export_path={weights} is where the weights (a .pth) go; the .onnx is written beside it")
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:

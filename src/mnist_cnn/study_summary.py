@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from mnist_cnn.errors import ConfigError
 from mnist_cnn.files import atomic_path
 from mnist_cnn.study_storage import open_storage, quietly, without_password
 from mnist_cnn.tables import write_tables
@@ -91,7 +92,7 @@ def summarize_study(study_name: str, storage: str, out: Path | None = None) -> P
         study = optuna.load_study(study_name=study_name, storage=opened)
     except KeyError as error:  # Optuna's error for a study name that the storage does not hold
         names = ", ".join(summary.study_name for summary in optuna.get_all_study_summaries(opened)) or "none"
-        raise SystemExit(f"error: no study {study_name!r} in {without_password(storage)} (it has: {names})") from error
+        raise ConfigError(f"no study {study_name!r} in {without_password(storage)} (it has: {names})") from error
     out = out or Path("outputs") / "studies" / study_name
     out.mkdir(parents=True, exist_ok=True)
     rows, columns = trial_rows(study.get_trials(deepcopy=False))

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_cnn.errors import UserError
+from mnist_cnn.errors import ConfigError, UserError
 from mnist_cnn.files import atomic_path
 from mnist_cnn.study_summary import summarize_study
 from mnist_cnn.sweep import STATUS_FILE, override_key
@@ -54,8 +55,11 @@ def read_run(job_dir: Path) -> dict[str, Any]:
     overrides = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")) or []
     hidden = _hidden_keys(job_dir)
     overrides = [override for override in overrides if override_key(override) not in hidden]
-    metrics = _read_json(job_dir / "metrics.json")
-    status = _read_json(job_dir / STATUS_FILE) or {"status": "ok" if metrics else "failed", "error": None}
+    try:
+        metrics = _read_json(job_dir / "metrics.json")
+        status = _read_json(job_dir / STATUS_FILE) or {"status": "ok" if metrics else "failed", "error": None}
+    except ValueError as error:  # cut short: a job killed while writing it, a full disk
+        metrics, status = {}, {"status": "failed", "error": str(error)}
     row = {"job": job_dir.name, "overrides": " ".join(overrides), "status": status["status"]}
     return row | {column: metrics.get(column) for column in METRIC_COLUMNS} | {"error": status.get("error")}
 
@@ -70,7 +74,12 @@ def _hidden_keys(job_dir: Path) -> set[str]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"unreadable {path.name}: {error}") from error
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -83,7 +92,7 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 def read_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     jobs = job_dirs(sweep_dir)
     if not jobs:
-        raise SystemExit(f"error: {sweep_dir} holds no Hydra job folders (<n>/.hydra/overrides.yaml)")
+        raise ConfigError(f"{sweep_dir} holds no Hydra job folders (<n>/.hydra/overrides.yaml)")
     return [read_run(job) for job in sorted(jobs, key=lambda path: int(path.name) if path.name.isdigit() else 0)]
 
 
@@ -107,8 +116,13 @@ def _describe(setting: str, runs: list[dict[str, Any]], metric: str) -> dict[str
         "parameters": runs[0]["parameters"],
         f"{metric}_mean": statistics.mean(accuracies),
         f"{metric}_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-        "train_seconds_mean": statistics.mean(run["train_seconds"] for run in runs),
+        "train_seconds_mean": statistics.mean(seconds) if (seconds := _present(runs, "train_seconds")) else None,
     }
+
+
+def _present(runs: list[dict[str, Any]], key: str) -> list[float]:
+    """The runs' values of `key` where they have one (an evaluation sweep trains nothing: no train_seconds)."""
+    return [run[key] for run in runs if run[key] is not None]
 
 
 def swept_values(runs: list[dict[str, Any]]) -> dict[str, list[str | None]]:
@@ -163,7 +177,7 @@ def _number(value: str | None) -> float | None:
 def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     """Write the tables and plot of a sweep folder, print the settings table; return the runs."""
     if not sweep_dir.is_dir():
-        raise SystemExit(f"error: {sweep_dir} is not a folder")
+        raise ConfigError(f"{sweep_dir} is not a folder")
     runs = read_sweep(sweep_dir)
     write_tables(runs, RUN_COLUMNS, sweep_dir / "runs")
     plot_runs(runs, sweep_dir / "runs.png")
@@ -207,13 +221,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if (args.sweep_dir is None) == (args.study is None):
         parser.error("give either a sweep folder or --study (with --storage)")
-    if args.study:
-        try:
+    try:
+        if args.study:
             summarize_study(args.study, args.storage, args.out)
-        except UserError as error:  # a storage that cannot be opened: one line
-            raise SystemExit(f"error: {error}") from None
-    else:
-        summarize(args.sweep_dir)
+        else:
+            summarize(args.sweep_dir)
+    except UserError as error:  # a missing folder or study, a storage that cannot be opened: one line
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
