@@ -110,19 +110,15 @@ def group_by_setting(runs: list[dict[str, Any]], metric: str) -> list[dict[str, 
 
 def _describe(setting: str, runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     accuracies = [run[metric] for run in runs]
+    seconds = [run["train_seconds"] for run in runs if run["train_seconds"] is not None]  # eval sweeps: none
     return {
         "setting": setting or "(the same in every run)",
         "runs": len(runs),
         "parameters": runs[0]["parameters"],
         f"{metric}_mean": statistics.mean(accuracies),
         f"{metric}_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-        "train_seconds_mean": statistics.mean(seconds) if (seconds := _present(runs, "train_seconds")) else None,
+        "train_seconds_mean": statistics.mean(seconds) if seconds else None,
     }
-
-
-def _present(runs: list[dict[str, Any]], key: str) -> list[float]:
-    """The runs' values of `key` where they have one (an evaluation sweep trains nothing: no train_seconds)."""
-    return [run[key] for run in runs if run[key] is not None]
 
 
 def swept_values(runs: list[dict[str, Any]]) -> dict[str, list[str | None]]:
